@@ -1,0 +1,102 @@
+"""autopsy's public Python API: plain pandas DataFrames in, DataFrames out (DESIGN.md section 3).
+
+Every function validates what it is given, leaves bad rows out, processes every good row and
+returns the rejected rows in ``result.attrs["quarantine"]`` (a `Quarantine`: an immutable sequence
+of dicts with source, row_id and reason). It raises only when a required column is missing or
+nothing valid is left.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from autopsy_assets.domain import labeling, rules as rules_mod
+from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
+from autopsy_assets.domain.validation import InputError, Quarantine, validate_candles, validate_insights
+
+__all__ = ["label_outcomes", "replay_audits", "InputError", "Quarantine"]
+
+
+def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
+                   horizons: Sequence[str] = ("1H", "4H", "24H", "7D"),
+                   rules: pd.DataFrame | Iterable[dict] | None = None,
+                   now: pd.Timestamp | str | None = None,
+                   instruments_path: str | None = None) -> pd.DataFrame:
+    """Label every insight x horizon: succeeded, failed, neutral, filtered_out, pending or
+    needs_review, with exit, excursions and a reproducible snapshot identity.
+
+    insights: required insight_id, created_at (tz-aware, or ISO strings with an offset), symbol,
+        side (long|short), entry_price. Optional, with defaults: timeframe (the walked candles'),
+        stop_loss / take_profit (from the winning rule), strategy (''), patterns (''), ai_score,
+        confidence, truth_index (NaN), status ('published'; 'filtered' -> filtered_out with
+        replay_outcome), user_id (''), user_acted (fill_price present), fill_price (NaN =
+        not acted), filled_at (NaT).
+    candles: required symbol, ts (tz-aware UTC bar open), open, high, low, close (bid prices).
+        Optional timeframe (inferred per symbol from the most common spacing), volume, spread
+        (price units; shorts fill on bid + spread). Several timeframes of one symbol may be given:
+        each window walks the finest one that covers it.
+    horizons: any of 1H, 4H, 24H, 7D.
+    rules: labeling rules (DataFrame or dicts); None = the packaged YAML.
+    now: candles ending after it are ignored; None = the latest candle end of each symbol (never
+        the wall clock, so a replay is deterministic).
+
+    Returns one row per valid insight x horizon with schemas.AUDIT_COLUMNS.
+    """
+    horizons = tuple(str(h).upper() for h in horizons)
+    bad_h = [h for h in horizons if h not in HORIZONS]
+    if bad_h:
+        raise InputError(f"unknown horizon(s) {', '.join(bad_h)}: expected {', '.join(HORIZONS)}")
+    if now is not None:
+        now = pd.Timestamp(now)
+        if now.tzinfo is None:
+            raise InputError("now is timezone-naive; give a UTC timestamp")
+    rule_frame = rules_mod.load_rules_yaml() if rules is None else rules_mod.normalise_rules(rules)
+    clean_insights, q_ins = validate_insights(insights, instruments_path)
+    clean_candles, q_can, notes = validate_candles(candles, instruments_path)
+    quarantine = Quarantine(q_ins) + q_can
+    if clean_insights.empty and len(insights):
+        raise InputError(f"no valid insight left: all {len(insights)} rows were rejected "
+                         f"(first: {q_ins[0]['row_id']}: {q_ins[0]['reason']})")
+    if clean_candles.empty and len(candles):
+        raise InputError(f"no valid candle left: all {len(candles)} rows were rejected "
+                         f"(first: {q_can[0]['row_id']}: {q_can[0]['reason']})")
+    if clean_insights.empty:
+        result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
+    else:
+        result = labeling.label(clean_insights, clean_candles, horizons, rule_frame, now,
+                                instruments_path)
+    result.attrs["quarantine"] = quarantine
+    result.attrs["notes"] = tuple(notes)
+    return result
+
+
+def replay_audits(audits: pd.DataFrame, insights: pd.DataFrame, read_blocks) -> pd.DataFrame:
+    """Re-label ``audits`` from the candle blocks they recorded and compare them.
+
+    read_blocks(hashes) returns the candles of those content-addressed blocks (the audit store's
+    `read_blocks`). Each audit is replayed with its own rule snapshot and `now` at its window end,
+    so nothing but what the audit recorded is used. Returns one row per audit: insight_id, horizon,
+    outcome, replayed_outcome, snapshot_hash, replayed_hash, match (bool).
+    """
+    import json
+
+    by_id = insights.set_index("insight_id", drop=False)
+    rows = []
+    for a in audits.itertuples(index=False):
+        hashes = [h for h in str(a.candle_blocks).split(",") if h]
+        replayed_outcome, replayed_hash = "", ""
+        if hashes and a.insight_id in by_id.index:
+            candles = read_blocks(hashes)
+            ins = by_id.loc[[a.insight_id]].reset_index(drop=True)
+            rule = json.loads(a.rule_snapshot)
+            out = label_outcomes(ins, candles, horizons=(a.horizon,), rules=[rule],
+                                 now=pd.Timestamp(a.window_end))
+            if len(out):
+                replayed_outcome, replayed_hash = out["outcome"].iloc[0], out["snapshot_hash"].iloc[0]
+        rows.append({"insight_id": a.insight_id, "horizon": a.horizon, "outcome": a.outcome,
+                     "replayed_outcome": replayed_outcome, "snapshot_hash": a.snapshot_hash,
+                     "replayed_hash": replayed_hash,
+                     "match": replayed_hash == a.snapshot_hash and replayed_outcome == a.outcome})
+    return pd.DataFrame(rows, columns=["insight_id", "horizon", "outcome", "replayed_outcome",
+                                       "snapshot_hash", "replayed_hash", "match"])

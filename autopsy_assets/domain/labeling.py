@@ -1,0 +1,525 @@
+"""The first-touch outcome engine: what happened to an insight after it was published.
+
+For one insight and one horizon (1H, 4H, 24H, 7D) the window is every candle whose bar lies
+inside [created_at, created_at + horizon]; no price before created_at is used. Walking forward,
+the first candle that touches the stop or the target decides (stop first when one candle touches
+both and nothing finer can tell: the conservative assumption backtesting.py also makes). A candle
+that opens beyond a level exits at its open: the gap is real slippage. If neither is touched the
+trade is closed at the window's last close and judged by the neutral band, the adverse excursion
+limit and the sign of the P&L.
+
+Candles are bid prices. A long is bought at the entry and sold on the bid; a short is sold at the
+entry and bought back on the ask (bid + spread, when candles carry a spread), so a short's stop
+and target are touched by ask prices.
+
+Everything is vectorised over all insight x horizon rows of a (symbol, timeframe) candle set:
+sparse tables of range minima/maxima let binary lifting find each row's first touching candle in
+O(log window) numpy steps, whatever the number of rows. No Python loop per insight or per candle.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from autopsy_assets.domain import instruments
+from autopsy_assets.domain.replay import split_blocks
+from autopsy_assets.domain.rules import resolve, rule_snapshot
+from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
+
+_MIN_NS = 60 * 10**9
+_DAY_NS = 86_400 * 10**9
+HOLE_BARS = 3  # missing time longer than this many bars (outside closures) is a hole
+
+
+# --- range queries -----------------------------------------------------------------------------
+
+class _SparseTable:
+    """levels[k][i] = op(values[i : i + 2**k]); identity-padded so any index below len is safe."""
+
+    def __init__(self, values: np.ndarray, op, identity: float, levels: int):
+        self.op, self.identity = op, identity
+        self.levels = [values]
+        m = len(values)
+        for k in range(1, levels):
+            prev, step = self.levels[-1], 1 << (k - 1)
+            cur = np.full(m, identity)
+            if m > step:
+                cur[: m - step] = op(prev[: m - step], prev[step:])
+            self.levels.append(cur)
+
+    def query(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """op over values[a:b] per row; the identity where a >= b."""
+        length = b - a
+        out = np.full(len(a), self.identity)
+        ok = length > 0
+        if ok.any():
+            aa, bb, ll = a[ok], b[ok], length[ok]
+            k = np.floor(np.log2(ll)).astype(np.int64)
+            res = np.empty(len(aa))
+            for kk in np.unique(k):  # at most log2(window) distinct levels
+                sel = k == kk
+                lev = self.levels[kk]
+                res[sel] = self.op(lev[aa[sel]], lev[bb[sel] - (1 << int(kk))])
+            out[ok] = res
+        return out
+
+    def first_crossing(self, start: np.ndarray, end: np.ndarray, level: np.ndarray,
+                       touches_below: bool) -> np.ndarray:
+        """First index j in [start, end) with values[j] <= level (touches_below, a min table) or
+        values[j] >= level (a max table); ``end`` where there is none. Binary lifting: skip every
+        power-of-two block that does not touch, largest first."""
+        pos = start.copy()
+        m = len(self.levels[0])
+        for k in range(len(self.levels) - 1, -1, -1):
+            step = 1 << k
+            can = pos + step <= end
+            vals = self.levels[k][np.minimum(pos, m - 1)]
+            clear = (vals > level) if touches_below else (vals < level)
+            pos = np.where(can & clear, pos + step, pos)
+        return pos
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _sha(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _fmt_ts(ns: int) -> str:
+    return pd.Timestamp(int(ns), tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
+    minutes = (end_ns - start_ns) / _MIN_NS
+    return f"hole: {minutes:.0f} minutes of candles missing {kind} {_fmt_ts(start_ns)} and " \
+           f"{_fmt_ts(end_ns)}, outside any market closure"
+
+
+class _CandleSet:
+    """The clean candles of one (symbol, timeframe), as arrays, with their range tables."""
+
+    def __init__(self, frame: pd.DataFrame, symbol: str, timeframe: str, closure: str):
+        self.symbol, self.timeframe = symbol, timeframe
+        self.bar_ns = TIMEFRAMES[timeframe] * _MIN_NS
+        self.ts = frame["ts"].astype("int64").to_numpy()
+        self.open = frame["open"].to_numpy(dtype=float)
+        self.high = frame["high"].to_numpy(dtype=float)
+        self.low = frame["low"].to_numpy(dtype=float)
+        self.close = frame["close"].to_numpy(dtype=float)
+        self.spread = frame["spread"].to_numpy(dtype=float)
+        self.has_spread = bool(np.any(self.spread != 0))
+        self.first_ts = int(self.ts[0])
+        self.last_end = int(self.ts[-1]) + self.bar_ns
+        self.closures = instruments.closure_intervals(
+            closure, pd.Timestamp(self.first_ts, tz="UTC"), pd.Timestamp(self.last_end, tz="UTC")
+            + pd.Timedelta(days=8))
+        # missing time before each bar (index j: between bar j-1's end and bar j), 0 if excused
+        missing = np.zeros(len(self.ts), dtype=np.int64)
+        if len(self.ts) > 1:
+            gap_start = self.ts[:-1] + self.bar_ns
+            gap = self.ts[1:] - gap_start
+            excused = instruments.inside_closure(gap_start, self.ts[1:], self.closures)
+            missing[1:] = np.where(excused, 0, gap)
+        self.missing = missing
+        self.tables: dict[str, _SparseTable] = {}
+
+    def build(self, levels: int) -> None:
+        if self.tables and len(self.tables["low"].levels) >= levels:
+            return
+        self.tables = {"low": _SparseTable(self.low, np.minimum, np.inf, levels),
+                       "high": _SparseTable(self.high, np.maximum, -np.inf, levels)}
+        if self.has_spread:
+            self.tables["ask_low"] = _SparseTable(self.low + self.spread, np.minimum, np.inf, levels)
+            self.tables["ask_high"] = _SparseTable(self.high + self.spread, np.maximum, -np.inf, levels)
+        else:
+            self.tables["ask_low"], self.tables["ask_high"] = self.tables["low"], self.tables["high"]
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.DataFrame,
+          now: pd.Timestamp | None = None, instruments_path: str | None = None) -> pd.DataFrame:
+    """Label clean insights (validation.validate_insights) on clean candles (validate_candles).
+
+    One row per insight x horizon with the columns of schemas.AUDIT_COLUMNS. ``rules`` is a
+    normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
+    after it are ignored); None means the latest candle end of each symbol.
+    """
+    horizons = [str(h).upper() for h in horizons]
+    unknown = [h for h in horizons if h not in HORIZONS]
+    if unknown:
+        raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
+    n_ins, n_h = len(insights), len(horizons)
+    N = n_ins * n_h
+    rep = lambda col: np.repeat(insights[col].to_numpy(), n_h)  # noqa: E731  row = insight x horizon
+
+    symbol = rep("symbol").astype(object)
+    side_long = rep("side") == "long"
+    sign = np.where(side_long, 1.0, -1.0)
+    horizon = np.tile(np.asarray(horizons, dtype=object), n_ins)
+    created = np.repeat(insights["created_at"].astype("int64").to_numpy(), n_h)
+    win_end = created + np.tile(np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins)
+    entry = rep("entry_price").astype(float)
+    pip = instruments.pip_sizes(symbol, instruments_path)
+    ins_tf = rep("timeframe").astype(object)
+
+    # rules: resolved per row, used whole
+    rule_idx = resolve(rules, rep("strategy"), symbol, ins_tf, horizon)
+    if (rule_idx < 0).any():
+        raise ValueError("no active labeling rule applies to some insights: add a catch-all rule "
+                         "(blank strategy, symbol, timeframe and horizon)")
+    rv = lambda col: rules[col].to_numpy(dtype=float)[rule_idx]  # noqa: E731
+    stop = rep("stop_loss").astype(float)
+    stop = np.where(np.isnan(stop), entry - sign * rv("fail_sl_pips") * pip, stop)
+    target = rep("take_profit").astype(float)
+    tp_pips = entry + sign * rv("success_tp_pips") * pip
+    tp_rr = entry + sign * rv("success_rr_ratio") * np.abs(entry - stop)
+    target = np.where(np.isnan(target), np.where(np.isnan(tp_pips), tp_rr, tp_pips), target)
+    band = np.nan_to_num(rv("neutral_band_pips"), nan=0.0) * pip
+    adverse_limit = rv("fail_adverse_pct")
+
+    # outputs
+    f = lambda: np.full(N, np.nan)  # noqa: E731
+    exit_price, high_price, low_price, gap_pips = f(), f(), f(), f()
+    exit_time = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    exit_reason = np.full(N, "", dtype=object)
+    outcome = np.full(N, "pending", dtype=object)
+    review_reason = np.full(N, "", dtype=object)
+    ambiguous = np.zeros(N, dtype=bool)
+    walked_tf = np.full(N, "", dtype=object)
+    hash_first_day = created - created % _DAY_NS
+    hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
+    group_id = np.full(N, -1, dtype=np.int64)
+    bar_of_row = np.zeros(N, dtype=np.int64)
+
+    # candle sets per symbol, finest first
+    sets: list[_CandleSet] = []
+    by_symbol: dict[str, list[int]] = {}
+    if len(candles):
+        # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs
+        sym_c = pd.factorize(candles["symbol"].to_numpy(dtype=object))[0]
+        tf_c = pd.factorize(candles["timeframe"].to_numpy(dtype=object))[0]
+        change = np.flatnonzero((np.diff(sym_c) != 0) | (np.diff(tf_c) != 0)) + 1
+        bounds = np.concatenate([[0], change, [len(candles)]])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            frame = candles.iloc[a:b]
+            sym, tf = frame["symbol"].iat[0], frame["timeframe"].iat[0]
+            inst = instruments.get(sym, instruments_path)
+            by_symbol.setdefault(sym, []).append(len(sets))
+            sets.append(_CandleSet(frame, sym, tf, inst.closure))
+    for sym in by_symbol:
+        by_symbol[sym].sort(key=lambda g: sets[g].bar_ns)
+
+    now_ns = None if now is None else pd.Timestamp(now).tz_convert("UTC").value
+    sym_latest = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)
+    for sym, gids in by_symbol.items():
+        rows = symbol == sym
+        latest = max(sets[g].last_end for g in gids)
+        sym_latest[rows] = latest
+        row_now = np.full(int(rows.sum()), latest if now_ns is None else now_ns, dtype=np.int64)
+        cutoff = np.minimum(win_end[rows], row_now)
+        chosen = np.full(int(rows.sum()), -1, dtype=np.int64)
+        c_rows = created[rows]
+        for g in gids:  # finest timeframe that covers the window wins
+            cs = sets[g]
+            covers = (cs.first_ts <= c_rows + cs.bar_ns) & (cs.last_end >= cutoff) & (chosen < 0)
+            chosen[covers] = g
+        # otherwise the one that covers most of the window (finest on ties): its holes are real
+        best, best_overlap = np.full(len(chosen), gids[0]), np.full(len(chosen), -np.inf)
+        for g in gids:
+            cs = sets[g]
+            overlap = (np.minimum(cs.last_end, cutoff) - np.maximum(cs.first_ts, c_rows)).astype(float)
+            better = overlap > best_overlap
+            best[better], best_overlap[better] = g, overlap[better]
+        chosen[chosen < 0] = best[chosen < 0]
+        group_id[rows] = chosen
+
+    effective_now = sym_latest if now_ns is None else np.full(N, now_ns, dtype=np.int64)
+    data_until = np.minimum(effective_now, sym_latest)  # candles can only show what has arrived
+
+    for g, cs in enumerate(sets):
+        rows = np.flatnonzero(group_id == g)
+        if not len(rows):
+            continue
+        walked_tf[rows] = cs.timeframe
+        bar_of_row[rows] = cs.bar_ns
+        m, bar = len(cs.ts), cs.bar_ns
+        c_r, we_r = created[rows], win_end[rows]
+        s = np.searchsorted(cs.ts, c_r, side="left")
+        e_full = np.searchsorted(cs.ts, we_r - bar, side="right")
+        e_now = np.searchsorted(cs.ts, effective_now[rows] - bar, side="right")
+        e = np.maximum(np.minimum(e_full, e_now), s)
+        longest = int((e - s).max()) if len(rows) else 1
+        cs.build(max(1, longest.bit_length()))
+        lg = side_long[rows]
+        st, tg = stop[rows], target[rows]
+        # blank levels are never touched
+        st_q = np.where(np.isnan(st), np.where(lg, -np.inf, np.inf), st)
+        tg_q = np.where(np.isnan(tg), np.where(lg, np.inf, -np.inf), tg)
+        j_stop, j_tgt = e.copy(), e.copy()
+        L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
+        if len(L):
+            j_stop[L] = cs.tables["low"].first_crossing(s[L], e[L], st_q[L], touches_below=True)
+            j_tgt[L] = cs.tables["high"].first_crossing(s[L], e[L], tg_q[L], touches_below=False)
+        if len(S):
+            j_stop[S] = cs.tables["ask_high"].first_crossing(s[S], e[S], st_q[S], touches_below=False)
+            j_tgt[S] = cs.tables["ask_low"].first_crossing(s[S], e[S], tg_q[S], touches_below=True)
+        j = np.minimum(j_stop, j_tgt)
+        touched = j < e
+        jj = np.minimum(j, m - 1)
+        sgn = sign[rows]
+        spr_open = np.where(lg, 0.0, cs.spread[jj])
+        op = cs.open[jj] + spr_open  # the price the position could be closed at, at the open
+        stop_hit, tgt_hit = j_stop == j, j_tgt == j
+        gap_stop = touched & stop_hit & (sgn * (op - st) <= 0)
+        gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - tg) >= 0)
+        both = touched & ~gap_stop & ~gap_tgt & stop_hit & tgt_hit
+        at_stop = touched & ~gap_stop & ~gap_tgt & stop_hit
+        at_tgt = touched & ~gap_stop & ~gap_tgt & ~stop_hit
+        r_exit = np.full(len(rows), np.nan)
+        r_exit = np.where(gap_stop | gap_tgt, op, r_exit)
+        r_exit = np.where(at_stop, st, r_exit)
+        r_exit = np.where(at_tgt, tg, r_exit)
+        reason = np.full(len(rows), "", dtype=object)
+        reason[gap_stop], reason[gap_tgt] = "gap_stop", "gap_target"
+        reason[at_stop], reason[at_tgt] = "stop", "target"
+        gp = np.full(len(rows), np.nan)
+        gp[gap_stop] = np.abs(op - st)[gap_stop] / pip[rows][gap_stop]
+        gp[gap_tgt] = np.abs(op - tg)[gap_tgt] / pip[rows][gap_tgt]
+
+        # no touch: the horizon decides once candles cover it, else pending
+        # the horizon has passed once `now` is beyond it and candles reach it, or the candles
+        # stop inside a market closure that lasts until after it (nothing more can come)
+        du = data_until[rows]
+        elapsed = (effective_now[rows] >= we_r) & (
+            (du >= we_r) | instruments.inside_closure(du, we_r, cs.closures))
+        horizon_exit = ~touched & elapsed & (e > s)
+        last = np.maximum(e - 1, 0)
+        close_px = cs.close[last] + np.where(lg, 0.0, cs.spread[last])
+        r_exit = np.where(horizon_exit, close_px, r_exit)
+        reason[horizon_exit] = "horizon"
+        r_exit_time = np.where(touched, cs.ts[jj] + bar, np.where(horizon_exit, cs.ts[last] + bar,
+                                                                    np.iinfo(np.int64).min))
+        # bars lived in full: before the exit bar for level exits; all of them at the horizon
+        full_end = np.where(touched, j, e)
+        lo_tab = np.where(lg, 0, 1)
+        bid_lo = cs.tables["low"].query(s, full_end)
+        bid_hi = cs.tables["high"].query(s, full_end)
+        if cs.has_spread:
+            ask_lo = cs.tables["ask_low"].query(s, full_end)
+            ask_hi = cs.tables["ask_high"].query(s, full_end)
+        else:
+            ask_lo, ask_hi = bid_lo, bid_hi
+        lo_px = np.where(lo_tab == 0, bid_lo, ask_lo)
+        hi_px = np.where(lo_tab == 0, bid_hi, ask_hi)
+        lo_px = np.fmin(lo_px, r_exit)
+        hi_px = np.fmax(hi_px, r_exit)
+        lo_px[np.isinf(lo_px)] = np.nan
+        hi_px[np.isinf(hi_px)] = np.nan
+
+        # holes: missing time > HOLE_BARS bars of the insight's timeframe, outside closures,
+        # between created_at and the last bar the outcome depends on
+        tf_r = ins_tf[rows]
+        tf_codes, tf_uniq = pd.factorize(pd.Series(tf_r, dtype=object))
+        thr = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)[tf_codes] * _MIN_NS
+        thr = np.where(thr == 0, bar, thr) * HOLE_BARS
+        first_ts = cs.ts[np.minimum(s, m - 1)]
+        lead_gap = np.where(s < m, first_ts - c_r, 0)
+        lead_ok = instruments.inside_closure(c_r, np.where(s < m, first_ts, c_r), cs.closures)
+        lead_hole = (s < e) & (lead_gap > thr) & ~lead_ok
+        last_read = np.where(touched, j, e - 1)
+        inner_hole = np.zeros(len(rows), dtype=bool)
+        inner_at = np.full(len(rows), -1, dtype=np.int64)
+        for t in np.unique(thr):  # few distinct thresholds (one per timeframe)
+            sel = thr == t
+            bad_gap = cs.missing > t
+            csum = np.concatenate([[0], np.cumsum(bad_gap)])
+            # gaps before bars s+1 .. last_read
+            lo_i = np.minimum(s[sel] + 1, m)
+            hi_i = np.clip(last_read[sel] + 1, lo_i, m)
+            has = (hi_i > lo_i) & (csum[hi_i] - csum[lo_i] > 0)
+            inner_hole[sel] = has
+            if has.any():
+                pos = np.flatnonzero(bad_gap)
+                k = np.searchsorted(pos, lo_i[has], side="left")
+                idx = np.flatnonzero(sel)[has]
+                inner_at[idx] = pos[k]
+        tail_start = np.where(e > s, cs.ts[last] + bar, c_r)
+        tail_gap = we_r - tail_start
+        tail_ok = instruments.inside_closure(tail_start, we_r, cs.closures)
+        tail_hole = horizon_exit & (tail_gap > thr) & ~tail_ok
+        empty = ~touched & elapsed & (e <= s)
+        hole = (lead_hole | inner_hole | tail_hole) & ~empty
+
+        # outcomes
+        out_r = np.full(len(rows), "pending", dtype=object)
+        out_r[gap_stop | at_stop] = "failed"
+        out_r[gap_tgt | at_tgt] = "succeeded"
+        en = entry[rows]
+        adverse = np.where(lg, (en - lo_px) / en * 100, (hi_px - en) / en * 100)
+        adverse = np.maximum(np.nan_to_num(adverse, nan=0.0), 0)
+        neutral = horizon_exit & (np.abs(r_exit - en) <= band[rows])
+        too_adverse = horizon_exit & ~neutral & (adverse > adverse_limit[rows])
+        pnl_sign = sgn * (r_exit - en)
+        out_r[horizon_exit] = np.where(pnl_sign[horizon_exit] > 0, "succeeded", "failed")
+        out_r[too_adverse] = "failed"
+        out_r[neutral] = "neutral"
+        rr = np.full(len(rows), "", dtype=object)
+        rr[empty] = "empty_window: no complete candle lies inside the window"
+        for i in np.flatnonzero(hole):  # only flagged rows are described
+            if lead_hole[i]:
+                rr[i] = _describe_hole("between created_at", int(c_r[i]), int(first_ts[i]))
+            elif inner_hole[i]:
+                b = int(inner_at[i])
+                rr[i] = _describe_hole("between", int(cs.ts[b - 1] + bar), int(cs.ts[b]))
+            else:
+                rr[i] = _describe_hole("between", int(tail_start[i]), int(we_r[i]))
+        review = empty | hole
+        out_r[review] = "needs_review"
+        r_exit[review] = np.nan
+        reason[review] = ""
+        r_exit_time = np.where(review, np.iinfo(np.int64).min, r_exit_time)
+        gp[review] = np.nan
+
+        outcome[rows], review_reason[rows] = out_r, rr
+        exit_price[rows], exit_time[rows], exit_reason[rows] = r_exit, r_exit_time, reason
+        low_price[rows], high_price[rows], gap_pips[rows] = lo_px, hi_px, gp
+        ambiguous[rows] = both & ~review
+        hash_last_ns[rows] = np.where(touched, cs.ts[jj], np.where(e > s, cs.ts[last], -1))
+
+    # rows whose symbol has no candles: pending until they arrive (or empty once now passed)
+    no_data = group_id < 0
+    if no_data.any() and now_ns is not None:
+        late = no_data & (now_ns >= win_end)
+        outcome[late], review_reason[late] = "needs_review", "empty_window: no candles for this symbol"
+
+    # metrics
+    resolved = ~np.isnan(exit_price)
+    pnl_pct = sign * (exit_price - entry) / entry * 100
+    max_dd = np.where(side_long, (entry - low_price), (high_price - entry)) / entry * 100
+    max_fav = np.where(side_long, (high_price - entry), (entry - low_price)) / entry * 100
+    max_dd, max_fav = np.maximum(max_dd, 0), np.maximum(max_fav, 0)
+    duration = np.where(resolved, (exit_time - created) / _MIN_NS, np.nan)
+    risk = np.abs(entry - stop)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rr_actual = np.where(risk > 0, sign * (exit_price - entry) / risk, np.nan)
+    fill = rep("fill_price").astype(float)
+    slippage = sign * (fill - entry) / pip
+
+    status = rep("status").astype(object)
+    replay_outcome = outcome.copy()
+    filtered = status == "filtered"
+    outcome = np.where(filtered, "filtered_out", outcome)
+
+    # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
+    snapshots = {int(i): rule_snapshot(rules.loc[i]) for i in np.unique(rule_idx)}
+    rule_hashes = {i: _sha(sn) for i, sn in snapshots.items()}
+    uniq_rules, inv_rules = np.unique(rule_idx, return_inverse=True)
+    rule_snap_col = np.array([snapshots[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
+    rule_hash_col = np.array([rule_hashes[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
+    blocks_col, candles_hash_col, candles_ident = _block_identity(
+        candles, sets, group_id, hash_first_day, hash_last_ns)
+    # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
+    pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
+    uniq_pairs, first_row, pair_codes = np.unique(pair_key, return_index=True, return_inverse=True)
+    snap_hash = np.array([_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row],
+                         dtype=object)[pair_codes]
+
+    nat = lambda a: pd.DatetimeIndex(a.astype("datetime64[ns]")).tz_localize("UTC")  # noqa: E731
+    out = _frame({
+        "insight_id": rep("insight_id").astype(object),
+        "horizon": horizon,
+        "symbol": symbol,
+        "side": rep("side").astype(object),
+        "strategy": rep("strategy").astype(object),
+        "timeframe": np.where(ins_tf == "", walked_tf, ins_tf),
+        "candle_timeframe": walked_tf,
+        "status": status,
+        "user_id": rep("user_id").astype(object),
+        "user_acted": rep("user_acted").astype(bool),
+        "created_at": nat(created),
+        "outcome": outcome,
+        "replay_outcome": replay_outcome,
+        "exit_reason": exit_reason,
+        "entry_price": entry,
+        "stop_price": stop,
+        "target_price": target,
+        "exit_price": exit_price,
+        "exit_time": nat(exit_time),
+        "high_price": high_price,
+        "low_price": low_price,
+        "pnl_pct": pnl_pct,
+        "max_drawdown": max_dd,
+        "max_favorable": max_fav,
+        "duration_minutes": duration,
+        "risk_reward_actual": rr_actual,
+        "slippage_pips": slippage,
+        "gap_pips": gap_pips,
+        "ambiguous": ambiguous,
+        "needs_review": replay_outcome == "needs_review",
+        "needs_review_reason": review_reason,
+        "window_start": nat(created),
+        "window_end": nat(win_end),
+        "candles_until": nat(np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)),
+        "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
+        "rule_snapshot": rule_snap_col,
+        "rule_hash": rule_hash_col,
+        "candles_hash": candles_hash_col,
+        "candle_blocks": blocks_col,
+        "snapshot_hash": snap_hash,
+    })
+    assert list(out.columns) == list(AUDIT_COLUMNS)
+    return out
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    """A DataFrame whose text columns stay object arrays of shared Python strings.
+
+    Letting pandas 3 infer its arrow-backed `str` dtype would copy every long, repeated string
+    (rule snapshots, block lists) per row: most of the time of a large batch.
+    """
+    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if
+                         isinstance(v, np.ndarray) and v.dtype == object else v
+                         for k, v in columns.items()})
+
+
+def _block_identity(candles: pd.DataFrame, sets: list[_CandleSet], group_id: np.ndarray,
+                    first_day: np.ndarray, last_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the comma-joined sha256 of the blocks its window read, and their combined hash.
+
+    Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
+    """
+    N = len(group_id)
+    blocks_col = np.full(N, "", dtype=object)
+    hash_col = np.full(N, _sha(""), dtype=object)
+    use = (group_id >= 0) & (last_ns >= 0)
+    if not use.any():
+        return blocks_col, hash_col, np.full(N, -1, dtype=np.int64)
+    blocks = split_blocks(candles)
+    day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
+    sha = blocks["sha256"].to_numpy(dtype=object)
+    key_sym, key_tf = blocks["symbol"].to_numpy(dtype=object), blocks["timeframe"].to_numpy(dtype=object)
+    per_set: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for cs in sets:
+        sel = (key_sym == cs.symbol) & (key_tf == cs.timeframe)
+        per_set[(cs.symbol, cs.timeframe)] = (day_ns[sel], sha[sel])
+    last_day = last_ns - last_ns % _DAY_NS
+    # one int64 key per (set, first day, last day): days since 1970 fit in 20 bits each
+    key = (group_id[use] << 40) | ((first_day[use] // _DAY_NS) << 20) | (last_day[use] // _DAY_NS)
+    uniq, codes = np.unique(key, return_inverse=True)
+    joined, hashed = [], []
+    for k in uniq.tolist():  # one per distinct window identity, not per row
+        g, a, b = k >> 40, ((k >> 20) & 0xFFFFF) * _DAY_NS, (k & 0xFFFFF) * _DAY_NS
+        cs = sets[int(g)]
+        days, shas = per_set[(cs.symbol, cs.timeframe)]
+        lo, hi = np.searchsorted(days, a, side="left"), np.searchsorted(days, b, side="right")
+        hs = ",".join(shas[lo:hi])
+        joined.append(hs)
+        hashed.append(_sha(hs))
+    blocks_col[use] = np.asarray(joined, dtype=object)[codes]
+    hash_col[use] = np.asarray(hashed, dtype=object)[codes]
+    ident = np.full(N, -1, dtype=np.int64)
+    ident[use] = codes
+    return blocks_col, hash_col, ident

@@ -1,0 +1,356 @@
+"""Row-level validation of insights and candles, vectorised.
+
+Bad rows never take a batch down: each is left out with a reason a person understands and comes
+back as a quarantine record (source, row_id, reason). Only structural problems raise: a missing
+required column, a timezone-naive candle `ts`, or nothing valid left.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autopsy_assets.domain import instruments
+from autopsy_assets.domain.schemas import (CANDLE_REQUIRED, INSIGHT_OPTIONAL, INSIGHT_REQUIRED,
+                                           INSIGHT_STATUSES, SIDES, TIMEFRAMES)
+
+_TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2}|UTC)$"
+
+
+class Quarantine(tuple):
+    """Rejected rows: an immutable sequence of dicts (source, row_id, reason).
+
+    It lives in DataFrame.attrs, which pandas deep-copies into every derived frame and compares
+    with == in concat: a tuple that returns itself from deepcopy keeps both cheap and safe.
+    """
+
+    def __new__(cls, rows: Iterable[dict] = ()):
+        return super().__new__(cls, tuple(rows))
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __add__(self, other):
+        return Quarantine(tuple(self) + tuple(other))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self), columns=["source", "row_id", "reason"])
+
+
+class InputError(ValueError):
+    """A frame autopsy cannot use at all (missing column, naive ts, nothing valid left)."""
+
+
+def require_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(f"{what} are missing required column(s): {', '.join(missing)}")
+
+
+def to_utc_ns(values: pd.Series, column: str, what: str) -> pd.Series:
+    """A datetime Series as UTC ns; naive datetimes are refused (never silently UTC)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.as_unit("ns")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        raise InputError(f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly")
+    parsed = pd.to_datetime(values, errors="raise", format="ISO8601")
+    if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        raise InputError(f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly")
+    return parsed.dt.tz_convert("UTC").dt.as_unit("ns")
+
+
+class _Reasons:
+    """First failing reason per row; later checks never overwrite an earlier one."""
+
+    def __init__(self, n: int):
+        self.reason = np.full(n, "", dtype=object)
+
+    def add(self, mask: np.ndarray, make) -> None:
+        mask = np.asarray(mask, dtype=bool) & (self.reason == "")
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            self.reason[idx] = [make(i) for i in idx]  # only the bad rows are formatted
+
+    @property
+    def bad(self) -> np.ndarray:
+        return self.reason != ""
+
+
+def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, not_a_number): values as float; flags entries that are present but not numbers."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        vals = series.to_numpy(dtype=float, na_value=np.nan)
+        return vals, np.zeros(len(vals), dtype=bool)
+    vals = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    blank = series.isna().to_numpy() | (series.astype(str).str.strip() == "").to_numpy()
+    return vals, np.isnan(vals) & ~blank
+
+
+def _factor_text(series: pd.Series, lower: bool = False, upper: bool = False, strip: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of a text column, normalised (stripped, cased) once per distinct value.
+
+    Columns such as symbol or timeframe hold a handful of values over many rows: string work is
+    done on the uniques and broadcast by code, never per row. Missing values become ''.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    u = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype(str)
+    if strip:
+        u = u.str.strip()
+    if lower:
+        u = u.str.lower()
+    if upper:
+        u = u.str.upper()
+    table = np.append(u.to_numpy(dtype=object), "")  # code -1 (missing) -> ''
+    return np.where(codes < 0, len(table) - 1, codes), table
+
+
+def _text(series: pd.Series, lower: bool = False, upper: bool = False) -> np.ndarray:
+    codes, table = _factor_text(series, lower, upper)
+    return table[codes]
+
+
+def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
+    """created_at as int64 ns UTC; rows without a timezone or unparseable get a reason."""
+    n = len(raw)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        ts = raw.dt.tz_convert("UTC").dt.as_unit("ns")
+        na = ts.isna().to_numpy()
+        reasons.add(na, lambda i: "created_at is missing")
+        return ts.astype("int64").to_numpy() if not na.any() else \
+            np.where(na, 0, ts.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy())
+    if pd.api.types.is_datetime64_dtype(raw.dtype):
+        reasons.add(np.ones(n, bool), lambda i: f"created_at {raw.iloc[i]} has no timezone; "
+                    "autopsy never assumes UTC")
+        return np.zeros(n, dtype=np.int64)
+    text = pd.Series(
+        [v.isoformat() if isinstance(v, pd.Timestamp) else v for v in raw.to_numpy()]
+        if raw.dtype == object else raw, index=raw.index).astype(object)
+    s = text.where(text.notna(), "").astype(str).str.strip()
+    missing = (s == "").to_numpy()
+    reasons.add(missing, lambda i: "created_at is missing")
+    naive = ~s.str.contains(_TZ_SUFFIX, regex=True).to_numpy() & ~missing
+    reasons.add(naive, lambda i: f"created_at '{s.iloc[i]}' has no timezone; autopsy never assumes UTC")
+    parsed = pd.to_datetime(s.where(~(missing | naive), None), utc=True, errors="coerce",
+                            format="ISO8601").dt.as_unit("ns")
+    bad = parsed.isna().to_numpy() & ~(missing | naive)
+    reasons.add(bad, lambda i: f"created_at '{s.iloc[i]}' is not a timestamp")
+    return parsed.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
+
+
+def validate_insights(insights: pd.DataFrame, instruments_path: str | None = None
+                      ) -> tuple[pd.DataFrame, Quarantine]:
+    """Normalised good insights and the quarantine of bad ones.
+
+    Good rows get: insight_id str, created_at datetime64[ns, UTC], symbol upper, side lower,
+    floats for prices, timeframe lower ('' = none), status, strategy, user_id, user_acted bool,
+    and every optional column with its default (schemas.INSIGHT_OPTIONAL).
+    """
+    require_columns(insights, INSIGHT_REQUIRED, "insights")
+    df = insights.reset_index(drop=True)
+    n = len(df)
+    r = _Reasons(n)
+    id_codes, id_table = _factor_text(df["insight_id"], strip=False)  # ids are taken verbatim
+    ids = id_table[id_codes]
+    r.add(ids == "", lambda i: f"row {i}: insight_id is missing")
+    counts = np.bincount(id_codes, minlength=len(id_table))[id_codes]
+    r.add((counts > 1) & (ids != ""),
+          lambda i: f"insight_id {ids[i]} appears {counts[i]} times; none of them is labeled")
+    created_ns = _parse_created_at(df["created_at"], r)
+    sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
+    symbol = sym_table[sym_codes]
+    r.add(symbol == "", lambda i: "symbol is missing")
+    r.add(~instruments.known(sym_table, instruments_path)[sym_codes],
+          lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table")
+    side = _text(df["side"], lower=True)
+    r.add(~np.isin(side, SIDES), lambda i: f"unknown side {df['side'].iloc[i]!r}: expected long or short")
+    entry, entry_nan = _numeric(df["entry_price"])
+    r.add(entry_nan, lambda i: f"entry_price {df['entry_price'].iloc[i]!r} is not a number")
+    r.add(np.isnan(entry), lambda i: "entry_price is missing")
+    r.add(~(entry > 0) & ~np.isnan(entry), lambda i: f"entry_price {entry[i]} must be positive")
+    levels = {}
+    for col in ("stop_loss", "take_profit", "fill_price", "ai_score", "confidence", "truth_index"):
+        if col in df:
+            vals, nan_text = _numeric(df[col])
+            r.add(nan_text, lambda i, col=col: f"{col} {df[col].iloc[i]!r} is not a number")
+        else:
+            vals = np.full(n, np.nan)
+        levels[col] = vals
+    is_long, is_short = side == "long", side == "short"
+    sl, tp = levels["stop_loss"], levels["take_profit"]
+    r.add(is_long & (sl >= entry), lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}")
+    r.add(is_short & (sl <= entry), lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}")
+    r.add(is_long & (tp <= entry), lambda i: f"long with take_profit {tp[i]} at or below entry {entry[i]}")
+    r.add(is_short & (tp >= entry), lambda i: f"short with take_profit {tp[i]} at or above entry {entry[i]}")
+    r.add((sl <= 0) | (tp <= 0), lambda i: "stop_loss and take_profit must be positive prices")
+    for col in ("ai_score", "confidence"):
+        v = levels[col]
+        r.add((v < 0) | (v > 100), lambda i, col=col, v=v: f"{col} {v[i]} is outside 0-100")
+    tf = _text(df["timeframe"], lower=True) if "timeframe" in df else np.full(n, "", dtype=object)
+    r.add((tf != "") & ~np.isin(tf, list(TIMEFRAMES)),
+          lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}")
+    status = _text(df["status"], lower=True) if "status" in df else np.full(n, "published", dtype=object)
+    status = np.where(status == "", "published", status)
+    r.add(~np.isin(status, INSIGHT_STATUSES),
+          lambda i: f"unknown status {status[i]!r}: expected published or filtered")
+
+    bad = r.bad
+    quarantine = Quarantine(
+        {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason[i]}
+        for i in np.flatnonzero(bad))
+    good = ~bad
+    obj = lambda a: pd.Series(a, dtype=object)  # noqa: E731  (no per-row arrow string copies)
+    out = pd.DataFrame({
+        "insight_id": obj(ids[good]),
+        "created_at": pd.DatetimeIndex(created_ns[good].astype("datetime64[ns]")).tz_localize("UTC"),
+        "symbol": obj(symbol[good]),
+        "side": obj(side[good]),
+        "entry_price": entry[good],
+        "stop_loss": sl[good],
+        "take_profit": tp[good],
+        "timeframe": obj(tf[good]),
+        "status": obj(status[good]),
+    })
+    for col in ("fill_price", "ai_score", "confidence", "truth_index"):
+        out[col] = levels[col][good]
+    for col in ("strategy", "user_id"):
+        out[col] = obj(_text(df[col])[good]) if col in df else ""
+    out["patterns"] = df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else ""
+    if "user_acted" in df:
+        acted = df["user_acted"].map(lambda v: str(v).strip().lower() in ("1", "true", "yes", "y", "t"))
+        out["user_acted"] = acted.to_numpy(dtype=bool)[good]
+    else:
+        out["user_acted"] = ~np.isnan(out["fill_price"].to_numpy())
+    if "filled_at" in df:
+        fa = pd.to_datetime(df["filled_at"], utc=True, errors="coerce", format="ISO8601")
+        out["filled_at"] = fa.dt.as_unit("ns").to_numpy()[good] if len(out) else fa.iloc[:0]
+        out["filled_at"] = pd.to_datetime(out["filled_at"], utc=True).dt.as_unit("ns")
+    else:
+        out["filled_at"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
+    assert set(INSIGHT_OPTIONAL) <= set(out.columns)
+    return out, quarantine
+
+
+def infer_timeframe(ts_ns: np.ndarray) -> str | None:
+    """The timeframe whose bar length is the most common spacing (never the mean)."""
+    if len(ts_ns) < 2:
+        return None
+    diffs = np.diff(np.sort(ts_ns))
+    diffs = diffs[diffs > 0]
+    if not len(diffs):
+        return None
+    vals, counts = np.unique(diffs, return_counts=True)
+    mode_min = vals[np.argmax(counts)] / 60e9
+    for name, minutes in TIMEFRAMES.items():
+        if minutes == mode_min:
+            return name
+    return None
+
+
+def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
+                     ) -> tuple[pd.DataFrame, Quarantine, tuple[str, ...]]:
+    """Clean candles sorted by (symbol, timeframe, ts), the quarantine, and notes for the run.
+
+    Refused outright: a missing required column or a naive `ts`. Quarantined per row: unknown
+    symbol or timeframe, a NaN or non-positive price, high < low, open/close outside [low, high],
+    a negative spread, and every row of a conflicting duplicate (same symbol, timeframe and ts,
+    different prices). Exact duplicates keep one row; unsorted input is sorted; both are noted.
+    Vectorised throughout: text work is per distinct value, duplicates are found on sorted keys.
+    """
+    require_columns(candles, CANDLE_REQUIRED, "candles")
+    df = candles.reset_index(drop=True)
+    ts = to_utc_ns(df["ts"], "ts", "candles")
+    n = len(df)
+    r = _Reasons(n)
+    sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
+    known_sym = instruments.known(sym_table, instruments_path)
+    symbol = sym_table[sym_codes]
+    r.add(~known_sym[sym_codes],
+          lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table")
+    ts_missing = ts.isna().to_numpy()
+    ts_ns = ts.to_numpy(dtype="datetime64[ns]").view("int64") if not ts_missing.any() else \
+        ts.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view("int64")
+    r.add(ts_missing, lambda i: "ts is missing")
+    o, h, lo, c = (_numeric(df[col])[0] for col in ("open", "high", "low", "close"))
+    with np.errstate(invalid="ignore"):
+        nan_any = np.isnan(o) | np.isnan(h) | np.isnan(lo) | np.isnan(c)
+        r.add(nan_any, lambda i: "a price (open/high/low/close) is missing or not a number")
+        r.add((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), lambda i: "prices must be positive")
+        r.add(h < lo, lambda i: f"high {h[i]} is below low {lo[i]}")
+        r.add((o > h) | (o < lo) | (c > h) | (c < lo),
+              lambda i: f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]")
+    volume = _numeric(df["volume"])[0] if "volume" in df else np.full(n, np.nan)
+    if "spread" in df:
+        spread = np.nan_to_num(_numeric(df["spread"])[0], nan=0.0)  # unknown spread: bid only
+        r.add(spread < 0, lambda i: f"spread {spread[i]} is negative")
+    else:
+        spread = np.zeros(n)
+    if "timeframe" in df:
+        tf_codes, tf_table = _factor_text(df["timeframe"], lower=True)
+        tf = tf_table[tf_codes]
+    else:
+        tf = np.full(n, "", dtype=object)
+    missing_tf = tf == ""
+    if missing_tf.any():
+        # inferred per symbol from the most common spacing among the rows that lack one
+        for code in np.unique(sym_codes[missing_tf]):
+            rows = missing_tf & (sym_codes == code)
+            tf[rows] = infer_timeframe(ts_ns[rows]) or "?"
+    r.add(tf == "?", lambda i: f"timeframe of {symbol[i]} candles cannot be inferred from their "
+          "spacing; give a timeframe column")
+    r.add(~np.isin(tf, list(TIMEFRAMES)),
+          lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}")
+
+    notes: list[str] = []
+    good = np.flatnonzero(~r.bad)
+    # order by (symbol, timeframe, ts) using integer ranks of the names; skip the sort if sorted
+    sym_rank = np.argsort(np.argsort(sym_table.astype(str)))[sym_codes]
+    tf_names, tf_rank = np.unique(tf.astype(str), return_inverse=True)
+    keys = (sym_rank[good], tf_rank[good], ts_ns[good])
+    sorted_already = len(good) < 2 or bool(np.all(
+        (keys[0][1:] > keys[0][:-1]) | ((keys[0][1:] == keys[0][:-1]) & (
+            (keys[1][1:] > keys[1][:-1]) | ((keys[1][1:] == keys[1][:-1]) & (keys[2][1:] >= keys[2][:-1]))))))
+    if not sorted_already:
+        notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
+        good = good[np.lexsort((keys[2], keys[1], keys[0]))]
+    # duplicates are neighbours once sorted
+    same_key = np.zeros(len(good), dtype=bool)
+    if len(good) > 1:
+        same_key[1:] = ((sym_rank[good][1:] == sym_rank[good][:-1]) & (tf_rank[good][1:] == tf_rank[good][:-1])
+                        & (ts_ns[good][1:] == ts_ns[good][:-1]))
+    drop = np.zeros(len(good), dtype=bool)
+    if same_key.any():
+        group = np.cumsum(~same_key)
+        first = np.flatnonzero(~same_key)[group - 1]
+        differs = np.zeros(len(good), dtype=bool)
+        for arr in (o, h, lo, c, spread):
+            a = arr[good]
+            differs |= a != a[first]
+        conflict_group = np.bincount(group, weights=differs.astype(float)) > 0
+        conflicted = conflict_group[group]
+        exact = same_key & ~conflicted
+        if exact.any():
+            notes.append(f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)")
+        drop = exact | conflicted
+        if conflicted.any():
+            mask = np.zeros(n, dtype=bool)
+            mask[good[conflicted]] = True
+            r.add(mask,
+                  lambda i: f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
+                  "two rows with different prices; all copies quarantined")
+    bad = r.bad
+    rid = lambda i: f"{symbol[i]}|{tf[i]}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
+    quarantine = Quarantine({"source": "candles", "row_id": rid(i), "reason": r.reason[i]}
+                            for i in np.flatnonzero(bad))
+    keep = good[~drop]
+    clean = pd.DataFrame({
+        "symbol": pd.Series(symbol[keep], dtype=object),
+        "timeframe": pd.Series(tf[keep], dtype=object),
+        "ts": pd.DatetimeIndex(ts_ns[keep].view("datetime64[ns]")).tz_localize("UTC"),
+        "open": o[keep], "high": h[keep], "low": lo[keep], "close": c[keep],
+        "volume": volume[keep], "spread": spread[keep]})
+    return clean, quarantine, tuple(notes)

@@ -1,0 +1,182 @@
+"""Table definitions of the audit store (SQLAlchemy Core; DESIGN.md sections 2a and 4).
+
+These Table objects are what the store reads and writes through. The schema itself is created by
+the Alembic migrations in `migrations/versions/` (frozen copies, never generated from here); a test
+checks that the two agree.
+
+Times are tz-aware UTC. On PostgreSQL they are `timestamp with time zone`; on SQLite they are text
+in SQLAlchemy's own format ("YYYY-MM-DD HH:MM:SS.ffffff", UTC), fixed width so that text order is
+time order. The store keeps microseconds (the drivers' precision); candle times inside blocks
+keep their nanoseconds.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+from autopsy_assets.domain.schemas import AUDIT_COLUMNS
+
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class UTCDateTime(TypeDecorator):
+    """A tz-aware UTC timestamp.
+
+    Bind values may be datetimes / pandas Timestamps (converted to UTC) or strings already in the
+    dialect's wire form (SQLite text, see `SQLITE_TIME_FORMAT`), which the store's bulk paths
+    produce vectorised. Results are returned raw (SQLite text, psycopg2 datetimes) and converted
+    to `datetime64[ns, UTC]` columns by the store in one vectorised step.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if value is pd.NaT:
+            return None
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r}: the audit store takes UTC times")
+            # drivers and columns hold microseconds: a Timestamp's nanoseconds are dropped
+            value = pd.Timestamp(value).tz_convert("UTC").to_pydatetime(warn=False)
+            if dialect.name == "sqlite":
+                return value.strftime(SQLITE_TIME_FORMAT)
+            return value
+        raise TypeError(f"not a timestamp: {value!r}")
+
+
+metadata = sa.MetaData()
+
+_STR = sa.String()
+_HASH = sa.String(64)
+
+
+def _time(name: str, **kw: Any) -> sa.Column:
+    return sa.Column(name, UTCDateTime(), **kw)
+
+
+candle_blocks = sa.Table(
+    "candle_blocks", metadata,
+    sa.Column("sha256", _HASH, primary_key=True),
+    sa.Column("symbol", _STR, nullable=False),
+    sa.Column("timeframe", _STR, nullable=False),
+    _time("day", nullable=False),
+    sa.Column("n_rows", sa.Integer(), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    _time("created_at", nullable=False),
+    sa.Index("ix_candle_blocks_symbol_tf_day", "symbol", "timeframe", "day"),
+)
+
+candle_days = sa.Table(
+    "candle_days", metadata,
+    sa.Column("symbol", _STR, primary_key=True),
+    sa.Column("timeframe", _STR, primary_key=True),
+    _time("day", primary_key=True),
+    sa.Column("sha256", _HASH, sa.ForeignKey("candle_blocks.sha256", name="fk_candle_days_block"),
+              nullable=False),
+    _time("first_ts", nullable=False),
+    _time("last_ts", nullable=False),
+    sa.Column("n_rows", sa.Integer(), nullable=False),
+    _time("updated_at", nullable=False),
+)
+
+insights = sa.Table(
+    "insights", metadata,
+    sa.Column("insight_id", _STR, primary_key=True),
+    _time("created_at", nullable=False),
+    sa.Column("symbol", _STR, nullable=False),
+    sa.Column("side", _STR, nullable=False),
+    sa.Column("entry_price", sa.Double(), nullable=True),
+    sa.Column("timeframe", _STR, nullable=True),
+    sa.Column("stop_loss", sa.Double(), nullable=True),
+    sa.Column("take_profit", sa.Double(), nullable=True),
+    sa.Column("strategy", _STR, nullable=False, server_default=""),
+    sa.Column("patterns", sa.Text(), nullable=False, server_default=""),
+    sa.Column("ai_score", sa.Double(), nullable=True),
+    sa.Column("confidence", sa.Double(), nullable=True),
+    sa.Column("truth_index", sa.Double(), nullable=True),
+    sa.Column("status", _STR, nullable=False, server_default="published"),
+    sa.Column("user_id", _STR, nullable=False, server_default=""),
+    sa.Column("user_acted", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("fill_price", sa.Double(), nullable=True),
+    _time("filled_at", nullable=True),
+    _time("updated_at", nullable=False),
+    sa.Index("ix_insights_created_at", "created_at"),
+    sa.Index("ix_insights_symbol_created_at", "symbol", "created_at"),
+)
+
+labeling_rules = sa.Table(
+    "labeling_rules", metadata,
+    sa.Column("rule_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("strategy", _STR, nullable=True),
+    sa.Column("symbol", _STR, nullable=True),
+    sa.Column("timeframe", _STR, nullable=True),
+    sa.Column("horizon", _STR, nullable=True),
+    sa.Column("success_tp_pips", sa.Double(), nullable=True),
+    sa.Column("success_rr_ratio", sa.Double(), nullable=True),
+    sa.Column("fail_sl_pips", sa.Double(), nullable=True),
+    sa.Column("fail_adverse_pct", sa.Double(), nullable=True),
+    sa.Column("neutral_band_pips", sa.Double(), nullable=True),
+    sa.Column("is_active", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("notes", sa.Text(), nullable=False, server_default=""),
+    sa.Column("created_by", _STR, nullable=False, server_default=""),
+    _time("updated_at", nullable=False),
+)
+
+_AUDIT_TYPES = {"str": sa.String, "bool": sa.Boolean, "float": sa.Double, "int": sa.Integer,
+                "datetime": UTCDateTime}
+_AUDIT_TEXT = {"rule_snapshot", "candle_blocks", "needs_review_reason"}
+_AUDIT_NOT_NULL = {"insight_id", "horizon", "symbol", "outcome", "rule_hash", "candles_hash",
+                   "created_at"}
+
+
+def _audit_column(name: str, kind: str) -> sa.Column:
+    type_ = sa.Text() if name in _AUDIT_TEXT else _AUDIT_TYPES[kind]()
+    nullable = name not in _AUDIT_NOT_NULL and kind not in ("bool",)
+    return sa.Column(name, type_, nullable=nullable)
+
+
+audits = sa.Table(
+    "audits", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    *[_audit_column(name, kind) for name, kind in AUDIT_COLUMNS.items()],
+    sa.Column("is_current", sa.Boolean(), nullable=False),
+    _time("evaluated_at", nullable=False),
+    sa.Column("run_id", _STR, nullable=True),
+    sa.UniqueConstraint("insight_id", "horizon", "rule_hash", "candles_hash", name="uq_audits_key"),
+    sa.Index("ix_audits_insight_horizon", "insight_id", "horizon"),
+    sa.Index("ix_audits_outcome_evaluated_at", "outcome", "evaluated_at"),
+    sa.Index("ix_audits_user_evaluated_at", "user_id", "evaluated_at"),
+    sa.Index("ix_audits_needs_review_evaluated_at", "needs_review", "evaluated_at"),
+    sa.Index("ix_audits_current_created_at", "is_current", "created_at"),
+    # the invariant "exactly one current row per (insight_id, horizon)", enforced by the database
+    sa.Index("uq_audits_one_current", "insight_id", "horizon", unique=True,
+             sqlite_where=sa.text("is_current"), postgresql_where=sa.text("is_current")),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("source", _STR, nullable=False),
+    sa.Column("row_id", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=True),
+    sa.Column("run_id", _STR, nullable=True),
+    sa.Column("partition_key", _STR, nullable=True),
+    _time("quarantined_at", nullable=False),
+    sa.Index("ix_quarantine_source_quarantined_at", "source", "quarantined_at"),
+)

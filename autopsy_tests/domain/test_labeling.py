@@ -1,0 +1,332 @@
+"""Unit tests of the labeling rules, one branch at a time, on hand-built candles.
+
+Prices are EURUSD (pip 0.0001) unless said otherwise; every expected number is worked out here.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autopsy_assets.api import InputError, label_outcomes
+from autopsy_assets.domain import instruments
+from autopsy_assets.domain.rules import RuleError, load_rules_yaml, normalise_rules, resolve
+
+T0 = pd.Timestamp("2018-03-06 10:00", tz="UTC")  # a Tuesday
+RULE = {"rule_id": 1, "success_rr_ratio": 2.0, "neutral_band_pips": 5, "fail_adverse_pct": 1.0}
+
+
+def bars(rows, start=T0, tf="1h", symbol="EURUSD", step=None):
+    """rows: (open, high, low, close[, spread]) per bar, consecutive from start."""
+    step = step or pd.Timedelta(tf.replace("m", "min"))
+    out = []
+    for i, r in enumerate(rows):
+        o, h, lo, c = r[:4]
+        out.append({"symbol": symbol, "timeframe": tf, "ts": start + i * step, "open": o, "high": h,
+                    "low": lo, "close": c, "spread": r[4] if len(r) > 4 else 0.0})
+    return pd.DataFrame(out)
+
+
+def insight(**kw):
+    base = {"insight_id": "I1", "created_at": T0, "symbol": "EURUSD", "side": "long",
+            "entry_price": 1.2000, "stop_loss": 1.1980, "take_profit": 1.2040, "timeframe": "1h"}
+    return pd.DataFrame([base | kw])
+
+
+def one(ins, candles, horizon="4H", rules=(RULE,), **kw):
+    out = label_outcomes(ins, candles, horizons=(horizon,), rules=list(rules), **kw)
+    assert len(out) == 1
+    return out.iloc[0]
+
+
+FLAT = (1.2000, 1.2005, 1.1995, 1.2000)
+
+
+def test_target_first_succeeds_at_the_target():
+    c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT, FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("succeeded", "target", 1.2040)
+    assert r.exit_time == T0 + pd.Timedelta(hours=2)           # end of the deciding bar
+    assert r.duration_minutes == 120
+    assert r.pnl_pct == pytest.approx(0.0040 / 1.2 * 100)
+    assert r.risk_reward_actual == pytest.approx(2.0)
+    # excursions: bar 0 lived in full (low 1.1995), the exit bar counts only at the exit price
+    assert r.max_drawdown == pytest.approx(0.0005 / 1.2 * 100)
+    assert r.low_price == 1.1995 and r.high_price == 1.2040
+    assert not r.ambiguous
+
+
+def test_stop_first_fails_at_the_stop():
+    c = bars([FLAT, (1.2000, 1.2010, 1.1975, 1.1985), FLAT, FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("failed", "stop", 1.1980)
+    assert r.risk_reward_actual == pytest.approx(-1.0)
+
+
+def test_both_levels_in_one_bar_is_stop_first_and_ambiguous():
+    c = bars([(1.2000, 1.2050, 1.1970, 1.2000), FLAT, FLAT, FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.ambiguous) == ("failed", "stop", True)
+
+
+def test_finer_candles_settle_what_a_coarse_bar_leaves_open():
+    hourly = bars([(1.2000, 1.2050, 1.1970, 1.2000), FLAT, FLAT, FLAT])
+    # the same first hour in minutes: up to the target at minute 10, down to the stop at minute 40
+    minutes = [(1.2000, 1.2005, 1.1995, 1.2000)] * 60
+    minutes[10] = (1.2000, 1.2050, 1.1999, 1.2045)
+    minutes[40] = (1.2000, 1.2001, 1.1970, 1.1990)
+    mins = bars(minutes + [(1.2, 1.2005, 1.1995, 1.2)] * 200, tf="1m")
+    r = one(insight(), pd.concat([hourly, mins]))
+    assert (r.outcome, r.exit_reason, r.ambiguous, r.candle_timeframe) == ("succeeded", "target", False, "1m")
+    assert r.exit_time == T0 + pd.Timedelta(minutes=11)
+
+
+def test_gap_through_the_stop_exits_at_the_open():
+    c = bars([FLAT, (1.1960, 1.1970, 1.1950, 1.1965), FLAT, FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("failed", "gap_stop", 1.1960)
+    assert r.gap_pips == pytest.approx(20.0)
+
+
+def test_gap_through_the_target_exits_at_the_open():
+    c = bars([FLAT, (1.2060, 1.2070, 1.2055, 1.2065), FLAT, FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("succeeded", "gap_target", 1.2060)
+
+
+def test_short_fills_on_the_ask_with_a_spread():
+    # short at 1.2000, stop 1.2020: bid high 1.2015 + spread 0.0006 = ask 1.2021 touches it
+    c = bars([FLAT + (0.0002,), (1.2000, 1.2015, 1.1990, 1.2010, 0.0006), FLAT, FLAT])
+    r = one(insight(side="short", stop_loss=1.2020, take_profit=1.1960), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("failed", "stop", 1.2020)
+    # without the spread the same bid candles never touch the stop
+    c0 = c.assign(spread=0.0)
+    assert one(insight(side="short", stop_loss=1.2020, take_profit=1.1960), c0).exit_reason == "horizon"
+
+
+def test_horizon_exit_neutral_within_the_band():
+    c = bars([FLAT, FLAT, FLAT, (1.2000, 1.2005, 1.1995, 1.2003), FLAT])
+    r = one(insight(), c)
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("neutral", "horizon", 1.2003)
+    assert r.exit_time == T0 + pd.Timedelta(hours=4)
+
+
+def test_horizon_exit_by_sign_of_pnl_outside_the_band():
+    c = bars([FLAT, FLAT, FLAT, (1.2000, 1.2015, 1.1995, 1.2012), FLAT])
+    assert one(insight(), c).outcome == "succeeded"
+    c = bars([FLAT, FLAT, FLAT, (1.2000, 1.2005, 1.1985, 1.1988), FLAT])
+    assert one(insight(), c).outcome == "failed"
+
+
+def test_horizon_exit_fails_on_adverse_excursion_beyond_the_limit():
+    # no stop; the price dips 0.5% then closes up 7 pips: adverse 0.5% > limit 0.25% -> failed
+    c = bars([(1.2000, 1.2005, 1.1940, 1.1960), FLAT, FLAT, (1.2000, 1.2010, 1.1995, 1.2007), FLAT])
+    rule = RULE | {"fail_adverse_pct": 0.25}
+    r = one(insight(stop_loss=math.nan, take_profit=1.2100), c, rules=[rule])
+    assert r.exit_reason == "horizon" and r.outcome == "failed"
+    assert r.max_drawdown == pytest.approx(0.0060 / 1.2 * 100)
+    r2 = one(insight(stop_loss=math.nan, take_profit=1.2100), c, rules=[RULE])
+    assert r2.outcome == "succeeded"
+
+
+def test_levels_from_the_rule_when_the_insight_has_none():
+    rule = RULE | {"fail_sl_pips": 10}
+    c = bars([FLAT, (1.2000, 1.2021, 1.1995, 1.2020), FLAT, FLAT])
+    r = one(insight(stop_loss=math.nan, take_profit=math.nan), c, rules=[rule])
+    # stop 1.1990, target 2 x 10 pips = 1.2020
+    assert r.stop_price == pytest.approx(1.1990) and r.target_price == pytest.approx(1.2020)
+    assert (r.outcome, r.exit_reason) == ("succeeded", "target")
+    rule_tp = rule | {"success_tp_pips": 30}
+    r = one(insight(stop_loss=math.nan, take_profit=math.nan), c, rules=[rule_tp])
+    assert r.target_price == pytest.approx(1.2030) and r.exit_reason == "horizon"
+
+
+def test_pending_until_candles_cover_the_horizon_then_settled():
+    c = bars([FLAT, FLAT])                        # two hours of a 4H window
+    assert one(insight(), c).outcome == "pending"
+    c = bars([FLAT, FLAT, FLAT, FLAT, FLAT])
+    assert one(insight(), c).outcome == "neutral"
+    # an explicit `now` inside the window keeps it pending even with later candles present
+    assert one(insight(), c, now=T0 + pd.Timedelta(hours=2)).outcome == "pending"
+
+
+def test_first_touch_is_final_even_while_pending():
+    c = bars([(1.2000, 1.2045, 1.1990, 1.2030)])
+    assert one(insight(), c, horizon="7D").outcome == "succeeded"
+
+
+def test_hole_inside_the_window_needs_review():
+    c = bars([FLAT] * 30)
+    c = c.drop(index=range(3, 8))                 # five hours missing on a Tuesday
+    r = one(insight(), c, horizon="24H")
+    assert r.outcome == "needs_review" and r.needs_review_reason.startswith("hole")
+    assert "300 minutes" in r.needs_review_reason
+
+
+def test_weekend_closure_is_not_a_hole():
+    fri = pd.Timestamp("2018-03-09 15:00", tz="UTC")
+    week = bars([FLAT] * 5, start=fri)            # 15:00 .. 19:00 Friday
+    mon = bars([FLAT] * 30, start=pd.Timestamp("2018-03-12 00:00", tz="UTC"))
+    r = one(insight(created_at=fri), pd.concat([week, mon]), horizon="24H")
+    assert r.outcome == "neutral" and r.needs_review_reason == ""
+    # the same gap on a crypto symbol (24/7) is a hole
+    crypto = pd.concat([week, mon]).assign(symbol="BTCUSD", open=9000.0, high=9001.0, low=8999.0, close=9000.0)
+    r = one(insight(created_at=fri, symbol="BTCUSD", entry_price=9000.0, stop_loss=8900.0,
+                    take_profit=9200.0), crypto, horizon="24H")
+    assert r.outcome == "needs_review" and r.needs_review_reason.startswith("hole")
+
+
+def test_horizon_ending_inside_a_closure_settles_on_the_last_close():
+    fri = pd.Timestamp("2018-03-09 15:00", tz="UTC")
+    week = bars([FLAT] * 4 + [(1.2, 1.2015, 1.1995, 1.2012)], start=fri)
+    r = one(insight(created_at=fri), week, horizon="24H", now=pd.Timestamp("2018-03-10 18:00", tz="UTC"))
+    assert (r.outcome, r.exit_reason, r.exit_price) == ("succeeded", "horizon", 1.2012)
+
+
+def test_empty_window_needs_review():
+    # a 1H window opened mid-bar on hourly candles holds no complete bar
+    c = bars([FLAT] * 5)
+    r = one(insight(created_at=T0 + pd.Timedelta(minutes=30)), c, horizon="1H")
+    assert r.outcome == "needs_review" and r.needs_review_reason.startswith("empty_window")
+
+
+def test_filtered_insight_is_filtered_out_but_replayed():
+    c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT])
+    r = one(insight(status="filtered"), c)
+    assert (r.outcome, r.replay_outcome) == ("filtered_out", "succeeded")
+
+
+def test_slippage_is_fill_versus_entry_in_pips():
+    c = bars([FLAT] * 5)
+    assert one(insight(fill_price=1.2003), c).slippage_pips == pytest.approx(3.0)
+    assert one(insight(side="short", stop_loss=1.2020, take_profit=1.1960, fill_price=1.2003),
+               c).slippage_pips == pytest.approx(-3.0)
+    assert math.isnan(one(insight(), c).slippage_pips)
+
+
+def test_jpy_pip_size_scales_rule_pips():
+    assert instruments.pip_size("USDJPY") == 0.01
+    assert instruments.pip_size("EURUSD") == 0.0001
+    assert instruments.pip_size("XAUUSD") == 0.1
+    assert instruments.pip_size("XAGUSD") == 0.01
+    assert instruments.pip_size("BTCUSD") == 1.0 and instruments.pip_size("US30") == 1.0
+    assert instruments.currencies("XAUUSD") == ("XAU", "USD")
+    c = bars([(106.0, 106.05, 105.95, 106.0)] * 5, symbol="USDJPY")
+    r = one(insight(symbol="USDJPY", entry_price=106.0, stop_loss=math.nan, take_profit=math.nan), c,
+            rules=[RULE | {"fail_sl_pips": 20}])
+    assert r.stop_price == pytest.approx(105.80) and r.target_price == pytest.approx(106.40)
+
+
+def test_same_input_gives_identical_audits_and_hashes():
+    c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT])
+    a = label_outcomes(insight(), c, rules=[RULE])
+    b = label_outcomes(insight(), c.sample(frac=1, random_state=1), rules=[RULE])
+    pd.testing.assert_frame_equal(a, b)
+    assert a["snapshot_hash"].str.len().eq(64).all()
+    changed = label_outcomes(insight(), c, rules=[RULE | {"neutral_band_pips": 6}])
+    assert (changed["rule_hash"] != a["rule_hash"]).all()
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+def test_most_specific_then_priority_then_lowest_id_wins():
+    rules = normalise_rules([
+        {"rule_id": 1, "success_rr_ratio": 2},
+        {"rule_id": 2, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 0},
+        {"rule_id": 3, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 5},
+        {"rule_id": 4, "symbol": "EURUSD", "timeframe": "1h", "success_rr_ratio": 2, "priority": -9},
+        {"rule_id": 5, "symbol": "GBPUSD", "success_rr_ratio": 2},
+        {"rule_id": 6, "symbol": "GBPUSD", "success_rr_ratio": 2},
+        {"rule_id": 7, "symbol": "EURUSD", "timeframe": "1h", "horizon": "4H", "success_rr_ratio": 2,
+         "is_active": False},
+    ])
+    win = resolve(rules, np.array(["", "", "", "x"]), np.array(["EURUSD", "EURUSD", "GBPUSD", "USDJPY"]),
+                  np.array(["1h", "5m", "1h", "1h"]), np.array(["4H", "4H", "4H", "4H"]))
+    assert rules["rule_id"].to_numpy()[win].tolist() == [4, 3, 5, 1]
+
+
+def test_packaged_rules_have_a_catch_all_and_per_symbol_stops():
+    rules = load_rules_yaml()
+    catch_all = rules[(rules[["strategy", "symbol", "timeframe", "horizon"]] == "").all(axis=1)]
+    assert len(catch_all) == 1 and catch_all["success_rr_ratio"].iloc[0] == 2.0
+    assert catch_all["neutral_band_pips"].iloc[0] == 5 and catch_all["fail_adverse_pct"].iloc[0] == 1.0
+    assert set(instruments.load_instruments()) <= set(rules["symbol"]) | {""}
+
+
+def test_bad_rules_are_refused_naming_the_rule():
+    with pytest.raises(RuleError, match="rule 7: fail_sl_pips"):
+        normalise_rules([{"rule_id": 7, "fail_sl_pips": -3}])
+    with pytest.raises(RuleError, match="used twice"):
+        normalise_rules([{"rule_id": 1}, {"rule_id": 1}])
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def test_bad_insights_are_quarantined_and_the_rest_labeled():
+    c = bars([FLAT] * 6)
+    good = insight(insight_id="ok").iloc[0].to_dict()
+    rows = [good,
+            good | {"insight_id": "b1", "symbol": "FOOBAR"},
+            good | {"insight_id": "b2", "side": "sideways"},
+            good | {"insight_id": "b3", "entry_price": "n/a"},
+            good | {"insight_id": "b4", "stop_loss": 1.2010},
+            good | {"insight_id": "b5", "entry_price": None},
+            good | {"insight_id": "b6", "created_at": "2018-03-06 10:00"},
+            good | {"insight_id": "b7", "timeframe": "2h"}]
+    df = pd.DataFrame(rows)
+    df["created_at"] = [str(v) if not isinstance(v, str) else v for v in df["created_at"]]
+    out = label_outcomes(df, c, horizons=("4H",), rules=[RULE])
+    assert out["insight_id"].tolist() == ["ok"]
+    q = {r["row_id"]: r["reason"] for r in out.attrs["quarantine"]}
+    assert set(q) == {"b1", "b2", "b3", "b4", "b5", "b6", "b7"}
+    assert "unknown symbol 'FOOBAR'" in q["b1"]
+    assert "unknown side 'sideways'" in q["b2"]
+    assert "'n/a' is not a number" in q["b3"]
+    assert "stop_loss 1.201 at or above entry 1.2" in q["b4"]
+    assert "entry_price is missing" in q["b5"]
+    assert "has no timezone" in q["b6"]
+    assert "unknown timeframe '2h'" in q["b7"]
+
+
+def test_bad_candles_are_quarantined_sorted_and_deduplicated():
+    c = bars([FLAT] * 6)
+    bad = pd.concat([
+        c,
+        c.iloc[[2]],                                          # exact duplicate: keep one
+        c.iloc[[4]].assign(close=1.2001),                     # conflicting duplicate: quarantine both
+        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=6), high=1.1, low=1.3),   # high < low
+        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=7), close=np.nan),
+        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=8), symbol="NOPE"),
+    ]).iloc[::-1]
+    out = label_outcomes(insight(), bad, horizons=("1H",), rules=[RULE])
+    q = out.attrs["quarantine"]
+    reasons = " / ".join(r["reason"] for r in q)
+    assert sum(r["source"] == "candles" for r in q) == 5
+    assert "conflicting duplicate" in reasons and "high 1.1 is below low 1.3" in reasons
+    assert "missing or not a number" in reasons and "unknown symbol 'NOPE'" in reasons
+    assert any("exact duplicate" in n for n in out.attrs["notes"])
+    assert any("not sorted" in n for n in out.attrs["notes"])
+    assert out["outcome"].iloc[0] == "neutral"
+
+
+def test_quarantine_survives_pandas_derivations():
+    c = bars([FLAT] * 6)
+    df = insight()
+    out = label_outcomes(pd.concat([df, df.assign(insight_id="x", side="up")]), c, rules=[RULE])
+    q = out.attrs["quarantine"]
+    import copy
+    assert copy.deepcopy(q) is q
+    derived = pd.concat([out, out]).astype({"pnl_pct": float})
+    assert derived.attrs["quarantine"] == q
+
+
+def test_structural_problems_raise_naming_the_column():
+    c = bars([FLAT] * 6)
+    with pytest.raises(InputError, match="entry_price"):
+        label_outcomes(insight().drop(columns="entry_price"), c)
+    with pytest.raises(InputError, match="`ts`"):
+        label_outcomes(insight(), c.assign(ts=c["ts"].dt.tz_localize(None)))
+    with pytest.raises(InputError, match="no valid insight left"):
+        label_outcomes(insight(side="up"), c)

@@ -1,0 +1,197 @@
+"""Fixtures of the audit store tests: real SQLite files and real PostgreSQL databases.
+
+PostgreSQL runs at 127.0.0.1:5432 (trust auth, user postgres; AUTOPSY_TEST_PG_URL overrides).
+Databases get unique names (autocommit CREATE DATABASE) and are dropped afterwards: one per test
+where the test needs an empty server database (migrations), else one migrated database per
+session whose tables are emptied before each test. When the server is down the fixture starts the
+local cluster; PostgreSQL tests are never skipped.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
+from autopsy_assets.store import AuditStore, models
+
+PG_ADMIN_URL = os.environ.get("AUTOPSY_TEST_PG_URL",
+                              "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+def _start_local_postgres() -> None:
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path(
+        "/etc/postgresql").exists() else []
+    for version in versions:
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                       check=False, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + 30
+    started = False
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            break
+        except sa.exc.OperationalError as exc:
+            if not started:
+                _start_local_postgres()
+                started = True
+            elif time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}")
+            time.sleep(0.5)
+    yield engine
+    engine.dispose()
+
+
+def _create_database(admin: sa.Engine) -> str:
+    name = f"autopsy_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _drop_database(admin: sa.Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": name})
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _url_of(name: str) -> str:
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    name = _create_database(pg_admin)
+    yield _url_of(name)
+    _drop_database(pg_admin, name)
+
+
+@pytest.fixture(scope="session")
+def pg_session_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """One migrated PostgreSQL database for the behavioural tests of this session (each test
+    starts from emptied tables, see `db_url`); dropped at the end."""
+    name = _create_database(pg_admin)
+    url = _url_of(name)
+    store = AuditStore(url)
+    store.migrate()
+    store.close()
+    yield url
+    _drop_database(pg_admin, name)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty audit store database: a SQLite file in tmp_path, or the session's
+    PostgreSQL database with every table emptied."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+        AuditStore(url).migrate()
+        yield url
+        return
+    url = request.getfixturevalue("pg_session_url")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE " + ", ".join(models.metadata.tables)
+                             + " RESTART IDENTITY CASCADE")
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[AuditStore]:
+    s = AuditStore(db_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+# ----------------------------------------------------------------------------- test data
+
+T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")  # a Monday
+
+
+def candles_frame(symbol: str = "EURUSD", timeframe: str = "1m", start: Any = T0,
+                  periods: int = 1440, seed: int = 0, spread: bool = False) -> pd.DataFrame:
+    """Random-walk candles with full float64 precision (no rounding)."""
+    rng = np.random.default_rng(seed)
+    freq = {"1m": "1min", "5m": "5min", "15m": "15min", "1h": "1h", "4h": "4h", "1d": "1D"}
+    ts = pd.date_range(pd.Timestamp(start), periods=periods, freq=freq[timeframe]).as_unit("ns")
+    close = 1.1 + np.cumsum(rng.normal(0, 1e-4, periods))
+    open_ = np.r_[close[0], close[:-1]]
+    wick = np.abs(rng.normal(0, 5e-5, (2, periods)))
+    df = pd.DataFrame({"symbol": symbol, "timeframe": timeframe, "ts": ts, "open": open_,
+                       "high": np.maximum(open_, close) + wick[0],
+                       "low": np.minimum(open_, close) - wick[1], "close": close,
+                       "volume": rng.integers(1, 500, periods).astype(float)})
+    if spread:
+        df["spread"] = rng.uniform(0.00005, 0.0002, periods)
+    return df
+
+
+_DEFAULTS: dict[str, Any] = {
+    "horizon": "1H", "symbol": "EURUSD", "side": "long", "strategy": "smc", "timeframe": "1h",
+    "candle_timeframe": "1m", "status": "published", "user_id": "u1", "user_acted": False,
+    "outcome": "succeeded", "replay_outcome": "succeeded", "exit_reason": "target",
+    "entry_price": 1.1, "stop_price": 1.099, "target_price": 1.102, "exit_price": 1.102,
+    "high_price": 1.1021, "low_price": 1.0995, "pnl_pct": 0.18181818181818182,
+    "max_drawdown": 0.045454545454545456, "max_favorable": 0.18181818181818182,
+    "duration_minutes": 30.0, "risk_reward_actual": 2.0, "slippage_pips": np.nan,
+    "gap_pips": np.nan, "ambiguous": False, "needs_review": False, "needs_review_reason": "",
+    "rule_id": 1, "rule_snapshot": '{"rule_id": 1, "success_rr_ratio": 2.0}',
+    "rule_hash": "a" * 64, "candles_hash": "b" * 64, "candle_blocks": "c" * 64,
+    "snapshot_hash": "d" * 64,
+}
+
+
+def audit_frame(n: int = 1, *, horizons: tuple[str, ...] = ("1H",), start: Any = T0,
+                prefix: str = "ins", **overrides: Any) -> pd.DataFrame:
+    """n insights x horizons audit rows with every AUDIT_COLUMNS column; overrides set columns
+    (a scalar or one value per row)."""
+    k = np.repeat(np.arange(n), len(horizons))
+    hz = np.tile(np.array(horizons, dtype=object), n)
+    created = pd.Timestamp(start) + pd.to_timedelta(k * 60, unit="min")
+    minutes = pd.to_timedelta([HORIZONS[h] for h in hz], unit="min")
+    df = pd.DataFrame({c: [_DEFAULTS.get(c)] * len(k) for c in AUDIT_COLUMNS})
+    df["insight_id"] = [f"{prefix}{i:06d}" for i in k]
+    df["horizon"] = hz
+    df["created_at"] = pd.Series(created).dt.as_unit("ns")
+    df["window_start"] = df["created_at"]
+    df["window_end"] = (created + minutes).as_unit("ns")
+    df["exit_time"] = (created + pd.Timedelta(minutes=30)).as_unit("ns")
+    df["candles_until"] = df["exit_time"]
+    for col, value in overrides.items():
+        df[col] = value
+    return df[list(AUDIT_COLUMNS)]
+
+
+@pytest.fixture
+def make_candles() -> Callable[..., pd.DataFrame]:
+    return candles_frame
+
+
+@pytest.fixture
+def make_audits() -> Callable[..., pd.DataFrame]:
+    return audit_frame
