@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.replay import split_blocks
+from autopsy_assets.domain.replay import block_hashes
 from autopsy_assets.domain.rules import resolve, rule_snapshot
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 
@@ -36,34 +36,32 @@ HOLE_BARS = 3  # missing time longer than this many bars (outside closures) is a
 # --- range queries -----------------------------------------------------------------------------
 
 class _SparseTable:
-    """levels[k][i] = op(values[i : i + 2**k]); identity-padded so any index below len is safe."""
+    """table[k, i] = op(values[i : i + 2**k]); identity-padded so any index below len is safe."""
 
     def __init__(self, values: np.ndarray, op, identity: float, levels: int):
         self.op, self.identity = op, identity
-        self.levels = [values]
         m = len(values)
+        self.table = np.full((levels, m), identity)
+        self.table[0] = values
         for k in range(1, levels):
-            prev, step = self.levels[-1], 1 << (k - 1)
-            cur = np.full(m, identity)
+            step = 1 << (k - 1)
             if m > step:
-                cur[: m - step] = op(prev[: m - step], prev[step:])
-            self.levels.append(cur)
+                op(self.table[k - 1, : m - step], self.table[k - 1, step:], out=self.table[k, : m - step])
+
+    @property
+    def levels(self) -> int:
+        return self.table.shape[0]
 
     def query(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """op over values[a:b] per row; the identity where a >= b."""
+        """op over values[a:b] per row; the identity where a >= b. Two lookups per row."""
         length = b - a
-        out = np.full(len(a), self.identity)
         ok = length > 0
-        if ok.any():
-            aa, bb, ll = a[ok], b[ok], length[ok]
-            k = np.floor(np.log2(ll)).astype(np.int64)
-            res = np.empty(len(aa))
-            for kk in np.unique(k):  # at most log2(window) distinct levels
-                sel = k == kk
-                lev = self.levels[kk]
-                res[sel] = self.op(lev[aa[sel]], lev[bb[sel] - (1 << int(kk))])
-            out[ok] = res
-        return out
+        k = np.zeros(len(a), dtype=np.int64)
+        k[ok] = np.frexp(length[ok].astype(float))[1] - 1  # floor(log2(length)), exact
+        m = self.table.shape[1]
+        lo = self.table[k, np.minimum(a, m - 1)]
+        hi = self.table[k, np.clip(b - (1 << k), 0, m - 1)]
+        return np.where(ok, self.op(lo, hi), self.identity)
 
     def first_crossing(self, start: np.ndarray, end: np.ndarray, level: np.ndarray,
                        touches_below: bool) -> np.ndarray:
@@ -71,13 +69,13 @@ class _SparseTable:
         values[j] >= level (a max table); ``end`` where there is none. Binary lifting: skip every
         power-of-two block that does not touch, largest first."""
         pos = start.copy()
-        m = len(self.levels[0])
-        for k in range(len(self.levels) - 1, -1, -1):
+        m = self.table.shape[1]
+        for k in range(self.levels - 1, -1, -1):
             step = 1 << k
-            can = pos + step <= end
-            vals = self.levels[k][np.minimum(pos, m - 1)]
+            vals = self.table[k].take(np.minimum(pos, m - 1))
             clear = (vals > level) if touches_below else (vals < level)
-            pos = np.where(can & clear, pos + step, pos)
+            clear &= pos + step <= end
+            pos += step * clear
         return pos
 
 
@@ -126,7 +124,7 @@ class _CandleSet:
         self.tables: dict[str, _SparseTable] = {}
 
     def build(self, levels: int) -> None:
-        if self.tables and len(self.tables["low"].levels) >= levels:
+        if self.tables and self.tables["low"].levels >= levels:
             return
         self.tables = {"low": _SparseTable(self.low, np.minimum, np.inf, levels),
                        "high": _SparseTable(self.high, np.maximum, -np.inf, levels)}
@@ -199,9 +197,9 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
     by_symbol: dict[str, list[int]] = {}
     if len(candles):
         # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs
-        sym_c = pd.factorize(candles["symbol"].to_numpy(dtype=object))[0]
-        tf_c = pd.factorize(candles["timeframe"].to_numpy(dtype=object))[0]
-        change = np.flatnonzero((np.diff(sym_c) != 0) | (np.diff(tf_c) != 0)) + 1
+        sym_a = candles["symbol"].to_numpy(dtype=object)
+        tf_a = candles["timeframe"].to_numpy(dtype=object)
+        change = np.flatnonzero((sym_a[1:] != sym_a[:-1]) | (tf_a[1:] != tf_a[:-1])) + 1
         bounds = np.concatenate([[0], change, [len(candles)]])
         for a, b in zip(bounds[:-1], bounds[1:]):
             frame = candles.iloc[a:b]
@@ -497,7 +495,7 @@ def _block_identity(candles: pd.DataFrame, sets: list[_CandleSet], group_id: np.
     use = (group_id >= 0) & (last_ns >= 0)
     if not use.any():
         return blocks_col, hash_col, np.full(N, -1, dtype=np.int64)
-    blocks = split_blocks(candles)
+    blocks = block_hashes(candles)
     day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
     sha = blocks["sha256"].to_numpy(dtype=object)
     key_sym, key_tf = blocks["symbol"].to_numpy(dtype=object), blocks["timeframe"].to_numpy(dtype=object)

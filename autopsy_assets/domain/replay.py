@@ -49,14 +49,8 @@ def decode_block(payload: bytes) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
-    """Cut clean candles (symbol, timeframe, ts, prices) into blocks of one UTC day.
-
-    Returns one row per block: symbol, timeframe, day (UTC midnight Timestamp), n_rows, sha256,
-    payload. Candles must be sorted by (symbol, timeframe, ts) and free of duplicates.
-    """
-    if candles.empty:
-        return pd.DataFrame(columns=["symbol", "timeframe", "day", "n_rows", "sha256", "payload"])
+def _block_bounds(candles: pd.DataFrame):
+    """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles."""
     ts_ns = candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
     day_ns = ts_ns - ts_ns % _NS_PER_DAY
     sym = candles["symbol"].to_numpy(dtype=object)
@@ -65,10 +59,47 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
     key_change[1:] = (sym[1:] != sym[:-1]) | (tf[1:] != tf[:-1]) | (day_ns[1:] != day_ns[:-1])
     starts = np.flatnonzero(key_change)
     ends = np.append(starts[1:], len(candles))
-    cols = {c: candles[c].to_numpy(dtype=float) for c in _PRICE_COLUMNS if c in candles}
+    return ts_ns, starts, ends, sym, tf, day_ns
+
+
+def _columns(candles: pd.DataFrame, n: int) -> list[np.ndarray]:
+    return [np.ascontiguousarray(candles[c].to_numpy(dtype=float), dtype="<f8") if c in candles
+            else np.full(n, np.nan, dtype="<f8") for c in _PRICE_COLUMNS]
+
+
+def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
+    """Cut clean candles (symbol, timeframe, ts, prices) into blocks of one UTC day.
+
+    Returns one row per block: symbol, timeframe, day (UTC midnight Timestamp), n_rows, sha256,
+    payload. Candles must be sorted by (symbol, timeframe, ts) and free of duplicates.
+    """
+    cols_out = ["symbol", "timeframe", "day", "n_rows", "sha256", "payload"]
+    if candles.empty:
+        return pd.DataFrame(columns=cols_out)
+    ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles)
+    cols = _columns(candles, len(candles))
     rows = []
     for a, b in zip(starts, ends):  # one iteration per block (a day), not per candle
-        payload = encode_block(ts_ns[a:b], {c: v[a:b] for c, v in cols.items()})
+        payload = encode_block(ts_ns[a:b], dict(zip(_PRICE_COLUMNS, (c[a:b] for c in cols))))
         rows.append((sym[a], tf[a], pd.Timestamp(int(day_ns[a]), tz="UTC"), int(b - a),
                      sha256_hex(payload), payload))
-    return pd.DataFrame(rows, columns=["symbol", "timeframe", "day", "n_rows", "sha256", "payload"])
+    return pd.DataFrame(rows, columns=cols_out)
+
+
+def block_hashes(candles: pd.DataFrame) -> pd.DataFrame:
+    """The sha256 of each day block, as `split_blocks` would compute it, without building the
+    payloads: the column slices are fed to the hash as memory views (no copies)."""
+    if candles.empty:
+        return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
+    ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles)
+    views = [memoryview(np.ascontiguousarray(ts_ns, dtype="<i8")).cast("B")]
+    views += [memoryview(c).cast("B") for c in _columns(candles, len(candles))]
+    hashes = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        h = hashlib.sha256()
+        for v in views:
+            h.update(v[8 * a: 8 * b])
+        hashes.append(h.hexdigest())
+    return pd.DataFrame({"symbol": sym[starts], "timeframe": tf[starts],
+                         "day": pd.DatetimeIndex(day_ns[starts].view("datetime64[ns]")).tz_localize("UTC"),
+                         "sha256": hashes})

@@ -64,20 +64,25 @@ def to_utc_ns(values: pd.Series, column: str, what: str) -> pd.Series:
 
 
 class _Reasons:
-    """First failing reason per row; later checks never overwrite an earlier one."""
+    """First failing reason per row; later checks never overwrite an earlier one.
+
+    Only failing rows carry a reason (a dict), so the common case of a clean batch costs one
+    boolean array, not an object array of empty strings.
+    """
 
     def __init__(self, n: int):
-        self.reason = np.full(n, "", dtype=object)
+        self.bad = np.zeros(n, dtype=bool)
+        self.by_row: dict[int, str] = {}
 
     def add(self, mask: np.ndarray, make) -> None:
-        mask = np.asarray(mask, dtype=bool) & (self.reason == "")
-        idx = np.flatnonzero(mask)
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~self.bad)
         if len(idx):
-            self.reason[idx] = [make(i) for i in idx]  # only the bad rows are formatted
+            self.bad[idx] = True
+            for i in idx.tolist():  # only the bad rows are formatted
+                self.by_row[i] = make(i)
 
-    @property
-    def bad(self) -> np.ndarray:
-        return self.reason != ""
+    def reason(self, i: int) -> str:
+        return self.by_row[i]
 
 
 def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +205,7 @@ def validate_insights(insights: pd.DataFrame, instruments_path: str | None = Non
 
     bad = r.bad
     quarantine = Quarantine(
-        {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason[i]}
+        {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason(i)}
         for i in np.flatnonzero(bad))
     good = ~bad
     obj = lambda a: pd.Series(a, dtype=object)  # noqa: E731  (no per-row arrow string copies)
@@ -291,25 +296,27 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
         spread = np.zeros(n)
     if "timeframe" in df:
         tf_codes, tf_table = _factor_text(df["timeframe"], lower=True)
-        tf = tf_table[tf_codes]
     else:
-        tf = np.full(n, "", dtype=object)
-    missing_tf = tf == ""
-    if missing_tf.any():
+        tf_codes, tf_table = np.zeros(n, dtype=np.int64), np.array([""], dtype=object)
+    if (tf_table == "")[tf_codes].any():
         # inferred per symbol from the most common spacing among the rows that lack one
+        tf = tf_table[tf_codes]
+        missing_tf = tf == ""
         for code in np.unique(sym_codes[missing_tf]):
             rows = missing_tf & (sym_codes == code)
             tf[rows] = infer_timeframe(ts_ns[rows]) or "?"
-    r.add(tf == "?", lambda i: f"timeframe of {symbol[i]} candles cannot be inferred from their "
-          "spacing; give a timeframe column")
-    r.add(~np.isin(tf, list(TIMEFRAMES)),
+        tf_codes, tf_table = _factor_text(pd.Series(tf, dtype=object))
+    tf = tf_table[tf_codes]
+    r.add((tf_table == "?")[tf_codes], lambda i: f"timeframe of {symbol[i]} candles cannot be "
+          "inferred from their spacing; give a timeframe column")
+    r.add(~np.isin(tf_table, list(TIMEFRAMES))[tf_codes],
           lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}")
 
     notes: list[str] = []
     good = np.flatnonzero(~r.bad)
     # order by (symbol, timeframe, ts) using integer ranks of the names; skip the sort if sorted
     sym_rank = np.argsort(np.argsort(sym_table.astype(str)))[sym_codes]
-    tf_names, tf_rank = np.unique(tf.astype(str), return_inverse=True)
+    tf_rank = np.argsort(np.argsort(tf_table.astype(str)))[tf_codes]
     keys = (sym_rank[good], tf_rank[good], ts_ns[good])
     sorted_already = len(good) < 2 or bool(np.all(
         (keys[0][1:] > keys[0][:-1]) | ((keys[0][1:] == keys[0][:-1]) & (
@@ -344,7 +351,7 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
                   "two rows with different prices; all copies quarantined")
     bad = r.bad
     rid = lambda i: f"{symbol[i]}|{tf[i]}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
-    quarantine = Quarantine({"source": "candles", "row_id": rid(i), "reason": r.reason[i]}
+    quarantine = Quarantine({"source": "candles", "row_id": rid(i), "reason": r.reason(i)}
                             for i in np.flatnonzero(bad))
     keep = good[~drop]
     clean = pd.DataFrame({

@@ -330,3 +330,15 @@ def test_structural_problems_raise_naming_the_column():
         label_outcomes(insight(), c.assign(ts=c["ts"].dt.tz_localize(None)))
     with pytest.raises(InputError, match="no valid insight left"):
         label_outcomes(insight(side="up"), c)
+
+
+def test_block_hashes_equal_the_hash_of_the_stored_payloads():
+    from autopsy_assets.data import generate_market
+    from autopsy_assets.domain.replay import block_hashes, decode_block, split_blocks
+    c = generate_market(symbols=("EURUSD", "BTCUSD"), weeks=1)
+    full = split_blocks(c)
+    fast = block_hashes(c)
+    assert len(full) == 12 and full["sha256"].tolist() == fast["sha256"].tolist()  # 5 FX days + 7
+    back = decode_block(full["payload"].iloc[0])
+    first = c[(c["symbol"] == full["symbol"].iloc[0])].head(len(back))
+    np.testing.assert_array_equal(back["close"].to_numpy(), first["close"].to_numpy())
