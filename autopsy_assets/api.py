@@ -15,7 +15,8 @@ from autopsy_assets.domain import labeling, rules as rules_mod
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
 from autopsy_assets.domain.validation import InputError, Quarantine, validate_candles, validate_insights
 
-__all__ = ["label_outcomes", "replay_audits", "InputError", "Quarantine"]
+__all__ = ["label_outcomes", "replay_audits", "detect_patterns", "verify_insight_patterns",
+           "analyze_failures", "InputError", "Quarantine"]
 
 
 def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
@@ -100,3 +101,92 @@ def replay_audits(audits: pd.DataFrame, insights: pd.DataFrame, read_blocks) -> 
                      "match": replayed_hash == a.snapshot_hash and replayed_outcome == a.outcome})
     return pd.DataFrame(rows, columns=["insight_id", "horizon", "outcome", "replayed_outcome",
                                        "snapshot_hash", "replayed_hash", "match"])
+
+
+def detect_patterns(candles: pd.DataFrame, swing_length: int = 5, breakout_lookback: int = 20,
+                    **kwargs) -> pd.DataFrame:
+    """Every BOS, CHOCH, FVG, OB and BREAKOUT in ``candles``, stamped at the bar that confirms it.
+
+    One row per pattern: symbol, timeframe, kind, direction (bullish|bearish), ts (the confirming
+    bar), origin_ts (the bar it refers to), top, bottom, filled_ts (FVG fill / OB mitigation, NaT
+    while open). Detection is causal: appending candles never changes an earlier detection.
+    Bad candles are left out (``attrs["quarantine"]``).
+    """
+    from autopsy_assets.domain import patterns
+
+    clean, quarantine, notes = validate_candles(candles)
+    if clean.empty and len(candles):
+        raise InputError(f"no valid candle left: all {len(candles)} rows were rejected")
+    out = patterns.detect_patterns(clean, swing_length=swing_length,
+                                   breakout_lookback=breakout_lookback, **kwargs)
+    out.attrs["quarantine"] = quarantine
+    out.attrs["notes"] = tuple(notes)
+    return out
+
+
+def candles_for_timeframe(candles: pd.DataFrame, symbol: str, timeframe: str) -> pd.DataFrame:
+    """Clean candles of one symbol at ``timeframe``, resampled from finer ones when absent."""
+    from autopsy_assets.data.market import resample
+
+    own = candles[(candles["symbol"] == symbol) & (candles["timeframe"] == timeframe)]
+    if len(own):
+        return own
+    finer = candles[candles["symbol"] == symbol]
+    try:
+        return resample(finer, timeframe) if len(finer) else finer
+    except ValueError:  # nothing finer divides the timeframe
+        return finer.iloc[0:0]
+
+
+def verify_insight_patterns(insights: pd.DataFrame, candles: pd.DataFrame,
+                            lookback_bars: int = 20) -> pd.DataFrame:
+    """Re-verify every pattern each insight claims, on the candles that existed at its
+    created_at, in its direction and on its own timeframe (resampled from finer candles when
+    the timeframe itself is absent).
+
+    Returns one row per (insight_id, claimed pattern): insight_id, pattern, verified, evidence.
+    Insights without a timeframe use the finest candles of their symbol.
+    """
+    from autopsy_assets.domain import patterns
+
+    clean_ins, q_ins = validate_insights(insights)
+    clean_candles, q_can, _ = validate_candles(candles)
+    claims = clean_ins[clean_ins["patterns"].astype(str).str.strip().ne("")
+                       & clean_ins["patterns"].notna()]
+    parts = []
+    for (symbol, tf), group in claims.groupby(["symbol", "timeframe"], sort=True):
+        if not tf:
+            tfs = clean_candles.loc[clean_candles["symbol"] == symbol, "timeframe"]
+            from autopsy_assets.domain.schemas import TIMEFRAMES
+            tf = min(tfs.unique(), key=TIMEFRAMES.get) if len(tfs) else ""
+        bars = candles_for_timeframe(clean_candles, symbol, tf) if tf else clean_candles.iloc[0:0]
+        if bars.empty:
+            parts.append(patterns.verify_patterns(group, bars.assign(timeframe=tf or "1h"),
+                                                  lookback_bars, bar_length=tf or "1h"))
+            continue
+        parts.append(patterns.verify_patterns(group, bars, lookback_bars))
+    out = (pd.concat(parts, ignore_index=True) if parts else
+           pd.DataFrame(columns=["insight_id", "pattern", "verified", "evidence"]))
+    out.attrs["quarantine"] = Quarantine(q_ins) + q_can
+    return out
+
+
+def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame, candles: pd.DataFrame,
+                     news: pd.DataFrame | None = None, regimes: pd.DataFrame | None = None,
+                     **kwargs) -> pd.DataFrame:
+    """Ranked root causes of every failed or neutral audit (DESIGN.md section 2, "RCA causes").
+
+    One row per (insight_id, horizon, cause): confidence (0-100, calibrated so that rank-1
+    causes at confidence c are right about c% of the time), rank (1 = primary), summary (one
+    sentence with the numbers) and evidence (JSON; `skipped` names the heuristics that had no
+    source, e.g. no news). Missing news or regimes degrade to the other heuristics; regimes are
+    derived from the candles when not given. Bad insight and candle rows are left out
+    (``attrs["quarantine"]``).
+    """
+    from autopsy_assets.domain import rca
+
+    clean_ins, q_ins = validate_insights(insights)
+    clean_candles, q_can, _ = validate_candles(candles)
+    out = rca.analyze_failures(audits, clean_ins, clean_candles, news=news, regimes=regimes, **kwargs)
+    out.attrs["quarantine"] = Quarantine(q_ins) + q_can
+    return out

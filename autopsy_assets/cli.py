@@ -167,10 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key in ("symbol", "strategy"):
         if getattr(args, key):
             tags[f"autopsy/{key}"] = ",".join(getattr(args, key))
-    if args.skip_rca:
-        tags["autopsy/skip_rca"] = "true"
     started = time.perf_counter()
-    result = _execute("autopsy_job", first, last,
+    result = _execute("label_job" if args.skip_rca else "autopsy_job", first, last,
                       {"ops": {"labeled_audits": {"config": config}}}, tags)
     _print_summary(store, start, end, result.run_id, time.perf_counter() - started)
     print(f"\nDagster run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")

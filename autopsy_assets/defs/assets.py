@@ -144,6 +144,10 @@ def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
     audits = api.label_outcomes(ins, candle_frame, horizons=horizons, rules=rules)
     counts = store.upsert_audits(audits, run_id=context.run.run_id)
     n_q = _quarantine(store, audits.attrs["quarantine"], context)
+    # replay re-verification of the patterns each insight claims, on the candles of its created_at
+    checks = api.verify_insight_patterns(ins, candle_frame)
+    if len(checks):
+        store.put_pattern_checks(checks, run_id=context.run.run_id)
 
     resolved = audits[~audits["outcome"].isin(["pending", "needs_review"])]
     sample = resolved.sample(min(REPLAY_SAMPLE, len(resolved)), random_state=0) if len(resolved) else resolved
@@ -161,6 +165,7 @@ def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
             "unchanged": counts.get("unchanged", 0), "superseded": counts.get("superseded", 0),
             "quarantined": n_q,
             "ambiguous": int(audits["ambiguous"].sum()),
+            "patterns_verified": f"{int(checks['verified'].sum()) if len(checks) else 0} of {len(checks)} claims",
             "outcomes": dg.MetadataValue.md(md_table(outcome_matrix(audits))),
             "worst_audits": dg.MetadataValue.md(md_table(worst)),
             "needs_review": dg.MetadataValue.md(md_table(

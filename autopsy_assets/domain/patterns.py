@@ -599,8 +599,8 @@ def verify_patterns(insights: pd.DataFrame, patterns_or_candles: pd.DataFrame,
         insights["timeframe"].iloc[claims["_order"]].to_numpy() if "timeframe" in insights.columns
         else None)
     if tf_col is not None:
-        bar = pd.Series(tf_col).map(lambda t: _bar_ns(t) if t in TIMEFRAMES else -1).to_numpy(
-            dtype=np.int64)
+        bar = np.array(pd.Series(tf_col).map(lambda t: _bar_ns(t) if t in TIMEFRAMES else -1),
+                       dtype=np.int64)  # a writable copy (pandas 3 hands out read-only views)
     elif "timeframe" in source.columns and len(source):
         bar[:] = _bar_ns(source["timeframe"].iloc[0])
     if bar_length is not None:

@@ -119,9 +119,59 @@ def _demo_insights(include_bad_rows: bool) -> pd.DataFrame:
     return generate_insights(demo_candles(), include_bad_rows=include_bad_rows)
 
 
+class NewsSource(dg.ConfigurableResource):
+    """Economic calendar events (ts, currencies, impact, title[, event_id]).
+
+    kind: `demo` (a deterministic calendar of recurring scheduled releases built by rule: US
+    payrolls on the first Friday, CPI, central-bank decisions... It is NOT real news), `csv` (a
+    CSV/Parquet file at `path`) or `sql` (table `table` read through SQLAlchemy URL `url`).
+    """
+
+    kind: str = "demo"
+    path: str = ""
+    url: str = ""
+    table: str = "news_events"
+
+    def load(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        if self.kind == "demo":
+            from autopsy_assets.data.news_calendar import scheduled_calendar
+            return scheduled_calendar(start, end)
+        if self.kind == "csv":
+            frame = _read_table(self.path)
+        elif self.kind == "sql":
+            import sqlalchemy as sa
+            from autopsy_assets.store import normalize_url
+            engine = sa.create_engine(normalize_url(self.url))
+            try:
+                frame = pd.read_sql_table(self.table, engine)
+            finally:
+                engine.dispose()
+            frame["ts"] = frame["ts"].astype(str)
+        else:
+            raise ValueError(f"unknown news source kind {self.kind!r}: expected demo, csv or sql")
+        return _between(frame, "ts", start, end).reset_index(drop=True)
+
+
+class RegimeSource(dg.ConfigurableResource):
+    """Market regimes: `derived` from the stored candles (trend strength and realised-volatility
+    percentiles, on `timeframe` bars resampled from finer candles) or read from an optional
+    `csv` feed (symbol, ts, regime, confidence)."""
+
+    kind: str = "derived"
+    path: str = ""
+    timeframe: str = "1h"
+
+    def load_feed(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        if self.kind != "csv":
+            raise ValueError("load_feed needs kind='csv'")
+        return _between(_read_table(self.path), "ts", start, end).reset_index(drop=True)
+
+
 def default_resources() -> dict[str, object]:
     return {
         "audit_store": AuditStoreResource(),
         "candle_source": CandleSource(),
         "insight_source": InsightSource(),
+        "news_source": NewsSource(),
+        "regime_source": RegimeSource(),
     }

@@ -10,13 +10,15 @@ from autopsy_assets.store.db import (
     RULE_COLUMNS,
     UPSERT_COUNTS,
     VERSION_TABLE,
+    AliasMoveConflict,
     AuditStore,
     MissingCandleBlocksError,
+    TransitionConflict,
     normalize_url,
 )
 
 __all__ = [
     "AUDIT_METRICS", "CANDLE_COLUMNS", "DATABASE_URL_ENV", "INSIGHT_COLUMNS", "MIGRATIONS_DIR",
-    "RULE_COLUMNS", "UPSERT_COUNTS", "VERSION_TABLE", "AuditStore", "MissingCandleBlocksError",
-    "normalize_url",
+    "RULE_COLUMNS", "UPSERT_COUNTS", "VERSION_TABLE", "AliasMoveConflict", "AuditStore",
+    "MissingCandleBlocksError", "TransitionConflict", "normalize_url",
 ]

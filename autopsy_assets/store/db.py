@@ -1,5 +1,7 @@
 """The audit store: candles in content-addressed blocks, insights, labeling rules, audits with
-history, quarantine (DESIGN.md sections 1, 2a, 4). Pure SQLAlchemy 2, no dagster import.
+history, quarantine (DESIGN.md sections 1, 2a, 4); and for the learning loop (migration 0002):
+news events, market regimes, pattern checks, RCA findings, SHAP explanations, the retrain-request
+audit trail, alias moves and A/B assignments. Pure SQLAlchemy 2, no dagster import.
 
 SQLite is the zero-setup default (`.autopsy/audit.db`); PostgreSQL is chosen by URL
 (`AUTOPSY_DATABASE_URL`). Every method takes and returns plain pandas frames; times are tz-aware
@@ -34,6 +36,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
 from autopsy_assets.domain import replay
+from autopsy_assets.domain.news import IMPACTS, parse_currencies
 from autopsy_assets.domain.schemas import (
     AUDIT_COLUMNS,
     HORIZONS,
@@ -63,11 +66,36 @@ AUDIT_METRICS = ("outcome", "replay_outcome", "exit_reason", "exit_price", "exit
 AUDIT_KEY = ("insight_id", "horizon")
 UPSERT_COUNTS = ("inserted", "refreshed", "unchanged", "superseded")
 
+# domain.regimes.REGIMES (a test keeps them equal; importing it would pull scipy into the store)
+REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
+REGIME_SOURCES = ("derived", "feed")
+AB_ARMS = ("champion", "challenger")
+
 _CHUNK = 2000  # keys per IN (...) list: well under SQLite's variable limit (32766)
 
 
 class MissingCandleBlocksError(LookupError):
     """Raised by `read_blocks` when a requested block hash is not in the store."""
+
+
+class TransitionConflict(ValueError):
+    """Raised by `record_transition` when a retrain request is not in the status the transition
+    starts from (someone else moved it first, a step was skipped, or it was already decided)."""
+
+    def __init__(self, message: str, request_id: str = "", expected: str = "",
+                 actual: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id, self.expected, self.actual = request_id, expected, actual
+
+
+class AliasMoveConflict(ValueError):
+    """Raised by `record_alias_move` when the model's last alias move is not the one the caller
+    read (someone else moved an alias first): re-read the aliases and decide again."""
+
+    def __init__(self, message: str, model_name: str = "", expected_seq: int | None = None,
+                 actual_seq: int = 0) -> None:
+        super().__init__(message)
+        self.model_name, self.expected_seq, self.actual_seq = model_name, expected_seq, actual_seq
 
 
 # ----------------------------------------------------------------------------- URLs and engine
@@ -466,6 +494,120 @@ def _pg_copy(cur: Any, target: str, table: sa.Table, df: pd.DataFrame, columns: 
     cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN", io.StringIO(text + "\n"))
 
 
+# ----------------------------------------------------------------------------- row helpers (0002)
+
+TOP_FEATURES = 5  # features listed in an explanation's top_features when none are given
+
+
+def _missing(v: Any) -> bool:
+    if v is None or v is pd.NaT or v is pd.NA:
+        return True
+    if isinstance(v, float | np.floating):
+        return bool(np.isnan(v))
+    return False
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lack column(s): {', '.join(missing)}")
+
+
+def _shown(v: Any) -> Any:
+    """A value for an error message: numpy scalars as plain Python (120.0, not np.float64)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _first(mask: Any) -> int:
+    return int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
+
+
+def _json_doc(value: Any, default: str, what: str, expect: type) -> tuple[str, Any]:
+    """(text, parsed) of a JSON document given as a dict / list or as JSON text. Python objects
+    are dumped canonically (sorted keys, NaN -> null); JSON text is kept as given once it
+    parses. Missing or blank -> `default`. The document must be a `expect` (dict or list)."""
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        return default, json.loads(default)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"{what} is not valid JSON ({exc}): {value[:80]!r}") from None
+        text: str | None = value
+    else:
+        parsed, text = _jsonable(value), None
+    if not isinstance(parsed, expect):
+        kind = "an object" if expect is dict else "an array"
+        raise ValueError(f"{what} must be {kind} (a JSON {'{...}' if expect is dict else '[...]'}"
+                         f"), got {type(parsed).__name__}")
+    if text is None:
+        text = json.dumps(parsed, sort_keys=True, allow_nan=False)
+    return text, parsed
+
+
+def _json_texts(values: Iterable[Any], default: str, what: Sequence[str], expect: type
+                ) -> list[str]:
+    return [_json_doc(v, default, w, expect)[0] for v, w in zip(values, what)]
+
+
+def _parse_json(values: Iterable[Any]) -> pd.Series:
+    return pd.Series([None if v is None else json.loads(v) for v in values], dtype=object)
+
+
+def _version_text(v: Any) -> str | None:
+    """A model version as text: MLflow gives int locally and str over HTTP ('3', 3, 3.0 -> '3')."""
+    if _missing(v):
+        return None
+    if isinstance(v, bool | np.bool_):
+        raise ValueError(f"not a model version: {v!r}")
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    text = str(v).strip()
+    return text or None
+
+
+def _strict_bools(s: pd.Series, labels: Sequence[str], what: str) -> list[bool]:
+    """True/False values; 0/1 and 'true'/'false' are read too, anything else is refused."""
+    if s.dtype == bool:
+        return s.tolist()
+    out: list[bool] = []
+    for v, label in zip(s.tolist(), labels):
+        if isinstance(v, bool | np.bool_):
+            out.append(bool(v))
+        elif isinstance(v, int | float | np.integer | np.floating) and not _missing(v) \
+                and v in (0, 1):
+            out.append(bool(v))
+        elif isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            out.append(v.strip().lower() == "true")
+        else:
+            raise ValueError(f"{what} {label!r}: verified must be True or False, got {v!r}")
+    return out
+
+
+def _labels(*cols: Sequence[Any]) -> list[str]:
+    return ["/".join(str(v) for v in parts) for parts in zip(*cols)]
+
+
+def _horizon_order(s: pd.Series) -> pd.Series:
+    order = {h: i for i, h in enumerate(HORIZONS)}
+    return s.map(order).fillna(len(order))
+
+
+def _blank_as_empty(df: pd.DataFrame, cols: Iterable[str]) -> None:
+    for c in cols:
+        df[c] = df[c].astype(object).where(df[c].notna(), "")
+
+
+def _when(df: pd.DataFrame, col: str, labels: Sequence[str], now: pd.Timestamp) -> pd.Series:
+    """The optional time column `col` of df (missing values: now), else now for every row."""
+    if col not in df.columns:
+        return pd.Series([now] * len(df), dtype="datetime64[ns, UTC]")
+    s = _utc_series(df[col].reset_index(drop=True), col, labels)
+    return s.fillna(now).dt.as_unit("ns")
+
+
 # ----------------------------------------------------------------------------- the store
 
 class AuditStore:
@@ -526,16 +668,16 @@ class AuditStore:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         return cfg
 
-    def migrate(self) -> str:
-        """Upgrade the schema to head (Alembic, version table `autopsy_alembic_version`).
-        Idempotent and safe to call on every run, also from concurrent processes. Returns the
-        revision now current."""
+    def migrate(self, revision: str = "head") -> str:
+        """Upgrade the schema to `revision` (default head; Alembic, version table
+        `autopsy_alembic_version`). Idempotent and safe to call on every run, also from
+        concurrent processes. Returns the revision now current."""
         from alembic import command
 
         cfg = self._alembic_config()
         with self._writing("migrate") as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
         return self.current_revision() or ""
 
     def current_revision(self) -> str | None:
@@ -1245,3 +1387,545 @@ class AuditStore:
         df["payload"] = pd.Series([None if p is None else json.loads(p)
                                    for p in df["payload"].tolist()], dtype=object)
         return df
+
+    # -- news events ----------------------------------------------------------------------
+
+    def put_news(self, news: pd.DataFrame) -> int:
+        """Upsert news events by event_id (the last row wins for an id given twice).
+
+        Columns: event_id, ts (tz-aware), currencies (a list of codes, or one string joined by
+        '|' or ','; stored upper-case and '|' joined), impact (low | medium | high, any case),
+        title; optional source (the feed it came from). Returns the number of events written."""
+        _require(news, ("event_id", "ts", "currencies", "impact"), "news")
+        if news.empty:
+            return 0
+        df = news.reset_index(drop=True)
+        ids = _str_values(df["event_id"])
+        blank = np.array([not i.strip() for i in ids], dtype=bool)
+        if blank.any():
+            raise ValueError(f"news row {_first(blank)}: event_id is blank")
+        df = df.assign(event_id=[i.strip() for i in ids])
+        df = df.drop_duplicates("event_id", keep="last").reset_index(drop=True)
+        ids = df["event_id"].tolist()
+        ts = _utc_series(df["ts"], "ts", ids)
+        if ts.isna().any():
+            raise ValueError(f"news event {ids[_first(ts.isna())]!r}: ts is missing")
+        impact = np.array(["" if _missing(v) else str(v).strip().lower()
+                           for v in df["impact"].tolist()], dtype=object)
+        bad = ~np.isin(impact, IMPACTS)
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"news event {ids[i]!r}: impact {_shown(df['impact'].iat[i])!r} is "
+                             f"not one of {', '.join(IMPACTS)}")
+        out = pd.DataFrame({
+            "event_id": ids, "ts": ts,
+            "currencies": ["|".join(parse_currencies(v)) for v in df["currencies"].tolist()],
+            "impact": impact,
+            "title": _str_values(df["title"]) if "title" in df.columns else "",
+            "source": _str_values(df["source"]) if "source" in df.columns else "",
+        })
+        with self._writing("news") as conn:
+            self._bulk_insert(conn, m.news_events, out, list(out.columns),
+                              conflict_key=["event_id"])
+        return len(out)
+
+    def read_news(self, start: Any = None, end: Any = None) -> pd.DataFrame:
+        """News events with start <= ts < end, sorted by ts, event_id: event_id, ts, currencies
+        (a list of upper-case codes), impact, title, source."""
+        t = m.news_events
+        stmt = self._time_filter(sa.select(*[_raw(c) for c in t.columns]), t.c.ts, start, end)
+        with self.engine.connect() as conn:
+            df = _frame(conn.execute(stmt), _kinds(t))
+        df = df.sort_values(["ts", "event_id"], kind="stable", ignore_index=True)
+        df["currencies"] = pd.Series([c.split("|") if c else [] for c in df["currencies"]],
+                                     dtype=object)
+        return df
+
+    # -- market regimes -------------------------------------------------------------------
+
+    def put_regimes(self, regimes: pd.DataFrame) -> int:
+        """Upsert market regimes by (symbol, timeframe, ts) (the last row wins for a key given
+        twice).
+
+        Columns: symbol, ts (bar open, tz-aware), regime (trending_up | trending_down | ranging
+        | volatile); optional timeframe ('' when absent: a feed without timeframes), ts_end (when
+        the regime became known, the bar's close), confidence (0-100), source ('derived' when
+        absent, or 'feed'). Rows without a regime (the warm-up bars of `derive_regimes`) are not
+        stored. Returns the number of rows written."""
+        _require(regimes, ("symbol", "ts", "regime"), "regimes")
+        df = regimes.reset_index(drop=True)
+        regime = pd.Series(_str_values(df["regime"]), dtype=object).str.strip().str.lower()
+        keep = (regime != "").to_numpy(dtype=bool)
+        df, regime = df[keep].reset_index(drop=True), regime[keep].reset_index(drop=True)
+        n = len(df)
+        if not n:
+            return 0
+        symbol = pd.Series(_str_values(df["symbol"]), dtype=object).str.strip()
+        tf = (pd.Series(_str_values(df["timeframe"]), dtype=object).str.strip()
+              if "timeframe" in df.columns else pd.Series([""] * n, dtype=object))
+        pre = symbol.str.cat(tf, sep="|").tolist()  # row names for time errors
+        ts = _utc_series(df["ts"], "ts", pre).dt.floor("us")
+
+        def label(i: int) -> str:  # built only for the row an error names
+            t = ts.iat[i]
+            return f"{pre[i]}|{'' if pd.isna(t) else t.isoformat()}"
+
+        what = "regime row"
+        if (symbol == "").any():
+            raise ValueError(f"{what} {label(_first(symbol == ''))!r}: symbol is blank")
+        if ts.isna().any():
+            raise ValueError(f"{what} {label(_first(ts.isna()))!r}: ts is missing")
+        bad = ~regime.isin(REGIMES).to_numpy()
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {label(i)!r}: regime {regime.iat[i]!r} is not one of "
+                             f"{', '.join(REGIMES)}")
+        ts_end = (_utc_series(df["ts_end"], "ts_end", pre) if "ts_end" in df.columns
+                  else pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]"))
+        if "confidence" in df.columns:
+            conf = pd.to_numeric(df["confidence"], errors="coerce").astype(float)
+            bad = (conf.isna() & df["confidence"].notna()) | (conf < 0) | (conf > 100)
+            if bad.any():
+                i = _first(bad)
+                raise ValueError(f"{what} {label(i)!r}: confidence "
+                                 f"{_shown(df['confidence'].iat[i])!r} is not a number from 0 "
+                                 "to 100")
+        else:
+            conf = pd.Series(np.nan, index=df.index)
+        source = (pd.Series(_str_values(df["source"]), dtype=object).str.strip().str.lower()
+                  if "source" in df.columns else pd.Series(["derived"] * n, dtype=object))
+        bad = ~source.isin(REGIME_SOURCES).to_numpy()
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {label(i)!r}: source {source.iat[i]!r} is not one of "
+                             f"{', '.join(REGIME_SOURCES)}")
+        out = pd.DataFrame({"symbol": symbol, "timeframe": tf, "ts": ts, "ts_end": ts_end,
+                            "regime": regime, "confidence": conf, "source": source})
+        out = out.drop_duplicates(["symbol", "timeframe", "ts"], keep="last")
+        with self._writing("regimes") as conn:
+            self._bulk_insert(conn, m.market_regimes, out, list(out.columns),
+                              conflict_key=["symbol", "timeframe", "ts"])
+        return len(out)
+
+    def read_regimes(self, start: Any = None, end: Any = None,
+                     symbols: Iterable[str] | None = None) -> pd.DataFrame:
+        """Market regimes with start <= ts < end, sorted by symbol, timeframe, ts: symbol,
+        timeframe, ts, ts_end, regime, confidence, source."""
+        t = m.market_regimes
+        stmt = self._time_filter(sa.select(*[_raw(c) for c in t.columns]), t.c.ts, start, end)
+        if symbols is not None:
+            stmt = stmt.where(t.c.symbol.in_(list(symbols)))
+        with self.engine.connect() as conn:
+            df = _frame(conn.execute(stmt), _kinds(t))
+        return df.sort_values(["symbol", "timeframe", "ts"], kind="stable", ignore_index=True)
+
+    # -- pattern checks -------------------------------------------------------------------
+
+    def put_pattern_checks(self, checks: pd.DataFrame, run_id: str | None = None) -> int:
+        """Store the re-verification of claimed patterns (`patterns.verify_patterns` output):
+        insight_id, pattern (a claimed code), verified, evidence (a dict or JSON text); optional
+        checked_at (default now). The rows of an insight are its claims, whole: every stored row
+        of each insight present is replaced. Returns the number of rows written."""
+        _require(checks, ("insight_id", "pattern", "verified"), "pattern checks")
+        if checks.empty:
+            return 0
+        df = checks.reset_index(drop=True)
+        ids = [i.strip() for i in _str_values(df["insight_id"])]
+        pattern = [p.strip().upper() for p in _str_values(df["pattern"])]
+        labels = _labels(ids, pattern)
+        what = "pattern check"
+        for col, vals in (("insight_id", ids), ("pattern", pattern)):
+            blank = np.array([not v for v in vals], dtype=bool)
+            if blank.any():
+                raise ValueError(f"{what} {labels[_first(blank)]!r} (row {_first(blank)}): "
+                                 f"{col} is blank")
+        key = pd.DataFrame({"insight_id": ids, "pattern": pattern})
+        dup = key.duplicated(keep="first").to_numpy()
+        if dup.any():
+            raise ValueError(f"{what} {labels[_first(dup)]!r} is given twice: give one row per "
+                             "insight and claimed pattern")
+        out = key.assign(
+            verified=_strict_bools(df["verified"], labels, what),
+            evidence=(_json_texts(df["evidence"].tolist(), "{}",
+                                  [f"{what} {x!r}: evidence" for x in labels], dict)
+                      if "evidence" in df.columns else "{}"),
+            checked_at=_when(df, "checked_at", labels, _now()))
+        t = m.pattern_checks
+        with self._writing("pattern_checks") as conn:
+            for chunk in _chunks(key["insight_id"].unique().tolist()):
+                conn.execute(t.delete().where(t.c.insight_id.in_(chunk)))
+            self._bulk_insert(conn, t, out, list(out.columns), {"run_id": run_id})
+        return len(out)
+
+    def read_pattern_checks(self, insight_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Stored pattern checks sorted by insight_id, pattern: insight_id, pattern, verified,
+        evidence (a dict), checked_at, run_id."""
+        t = m.pattern_checks
+        df = self._select_chunked(sa.select(*[_raw(c) for c in t.columns]), t.c.insight_id,
+                                  insight_ids, _kinds(t))
+        df = df.sort_values(["insight_id", "pattern"], kind="stable", ignore_index=True)
+        df["evidence"] = _parse_json(df["evidence"])
+        return df
+
+    def replay_verified(self, insight_ids: Iterable[str] | None = None) -> pd.Series:
+        """Per insight with stored checks: True when every claimed pattern was verified, False
+        when any was not (as `patterns.replay_verified`). Nullable boolean named replay_verified,
+        indexed by insight_id (sorted); with `insight_ids`, exactly those in that order, <NA> for
+        an insight without checks (it claims nothing, or was not checked)."""
+        t = m.pattern_checks
+        ids = None if insight_ids is None else list(dict.fromkeys(insight_ids))
+        df = self._select_chunked(sa.select(t.c.insight_id, _raw(t.c.verified)), t.c.insight_id,
+                                  ids, {"verified": "bool"})
+        out = df.groupby("insight_id", sort=True)["verified"].all().astype("boolean")
+        out.index.name = "insight_id"
+        if ids is not None:
+            out = out.reindex(pd.Index(ids, name="insight_id", dtype=object))
+        return out.rename("replay_verified")
+
+    # -- RCA findings ---------------------------------------------------------------------
+
+    def replace_rca(self, findings: pd.DataFrame, run_id: str | None = None) -> int:
+        """Store ranked root causes (`rca.analyze_failures` output): insight_id, horizon, cause,
+        confidence (0-100), rank (1 = primary), summary, evidence (a dict or JSON text).
+
+        For each (insight_id, horizon) present, its previous findings are deleted and the new
+        ones inserted, linked to the current audit row of that key (audit_id, snapshot_hash) --
+        a later re-label that supersedes it leaves them pointing at the row they analysed.
+        Refused, naming the row, when a key has no current audit, or a rank is given twice.
+        Returns the number of findings written."""
+        _require(findings, ("insight_id", "horizon", "cause", "confidence", "rank"),
+                 "RCA findings")
+        if findings.empty:
+            return 0
+        df = findings.reset_index(drop=True)
+        ids = [v.strip() for v in _str_values(df["insight_id"])]
+        hz = [v.strip() for v in _str_values(df["horizon"])]
+        cause = [v.strip() for v in _str_values(df["cause"])]
+        labels = _labels(ids, hz)
+        what = "RCA finding"
+        for col, vals in (("insight_id", ids), ("horizon", hz), ("cause", cause)):
+            blank = np.array([not v for v in vals], dtype=bool)
+            if blank.any():
+                raise ValueError(f"{what} {labels[_first(blank)]!r} (row {_first(blank)}): "
+                                 f"{col} is blank")
+        conf = pd.to_numeric(df["confidence"], errors="coerce").astype(float)
+        bad = conf.isna() | (conf < 0) | (conf > 100)
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {labels[i]!r} ({cause[i]}): confidence "
+                             f"{_shown(df['confidence'].iat[i])!r} is not a number from 0 to 100")
+        rank = pd.to_numeric(df["rank"], errors="coerce").astype(float)
+        bad = rank.isna() | (rank < 1) | (rank != np.floor(rank))
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {labels[i]!r} ({cause[i]}): rank "
+                             f"{_shown(df['rank'].iat[i])!r} is not a whole number >= 1")
+        out = pd.DataFrame({"insight_id": ids, "horizon": hz, "cause": cause, "confidence": conf,
+                            "rank": rank.astype("int64")})
+        dup = out.duplicated(["insight_id", "horizon", "rank"]).to_numpy()
+        if dup.any():
+            i = _first(dup)
+            raise ValueError(f"{what} {labels[i]!r}: rank {out['rank'].iat[i]} is given twice "
+                             f"(each finding of an audit has its own rank)")
+        out["summary"] = _str_values(df["summary"]) if "summary" in df.columns else ""
+        out["evidence"] = (_json_texts(df["evidence"].tolist(), "{}",
+                                       [f"{what} {x!r} ({c}): evidence"
+                                        for x, c in zip(labels, cause)], dict)
+                           if "evidence" in df.columns else "{}")
+        keys = out[["insight_id", "horizon"]].drop_duplicates()
+        a, t = m.audits, m.audit_rca
+        when = _time_values(pd.Series([_now()]), self.dialect)[0]
+        with self._writing("rca") as conn:
+            cur = self._select_chunked(
+                sa.select(a.c.id.label("audit_id"), a.c.insight_id, a.c.horizon,
+                          a.c.snapshot_hash).where(a.c.is_current == sa.true()),
+                a.c.insight_id, keys["insight_id"].unique().tolist(), {"audit_id": "int"}, conn)
+            mm = out.merge(cur, how="left", on=["insight_id", "horizon"])
+            lost = mm["audit_id"].isna().to_numpy()
+            if lost.any():
+                i = _first(lost)
+                raise ValueError(f"{what} {labels[i]!r}: insight {ids[i]!r} has no current "
+                                 f"audit for horizon {hz[i]!r}; label it (upsert_audits) before "
+                                 "storing its findings")
+            pairs = list(keys.itertuples(index=False, name=None))
+            for chunk in _chunks(pairs, _CHUNK // 2):
+                conn.execute(t.delete().where(sa.tuple_(t.c.insight_id, t.c.horizon).in_(chunk)))
+            cols = ["audit_id", "insight_id", "horizon", "cause", "confidence", "rank", "summary",
+                    "evidence", "snapshot_hash"]
+            self._bulk_insert(conn, t, mm, cols, {"analysed_at": when, "run_id": run_id})
+        return len(mm)
+
+    def read_rca(self, start: Any = None, end: Any = None,
+                 insight_ids: Iterable[str] | None = None, causes: Iterable[str] | None = None,
+                 primary_only: bool = False) -> pd.DataFrame:
+        """RCA findings of audits with start <= created_at < end, sorted by created_at,
+        insight_id, horizon, rank: id, audit_id, insight_id, horizon, cause, confidence, rank,
+        summary, evidence (a dict), snapshot_hash, analysed_at, run_id, and from the audit row
+        analysed: created_at, symbol, strategy, outcome, is_current (False once a re-label
+        superseded it). primary_only: rank 1 only."""
+        r, a = m.audit_rca, m.audits
+        stmt = (sa.select(*[_raw(c) for c in r.columns], a.c.created_at, a.c.symbol,
+                          a.c.strategy, a.c.outcome, _raw(a.c.is_current))
+                .select_from(r.join(a, a.c.id == r.c.audit_id)))
+        stmt = self._time_filter(stmt, a.c.created_at, start, end)
+        if causes is not None:
+            stmt = stmt.where(r.c.cause.in_(list(causes)))
+        if primary_only:
+            stmt = stmt.where(r.c.rank == 1)
+        kinds = {**_kinds(r), "created_at": "time", "is_current": "bool"}
+        df = self._select_chunked(stmt, r.c.insight_id, insight_ids, kinds)
+        _blank_as_empty(df, ("symbol", "strategy", "outcome"))
+        df["_h"] = _horizon_order(df["horizon"])
+        df = (df.sort_values(["created_at", "insight_id", "_h", "horizon", "rank"], kind="stable")
+              .drop(columns="_h").reset_index(drop=True))
+        df["evidence"] = _parse_json(df["evidence"])
+        return df
+
+    # -- explanations ---------------------------------------------------------------------
+
+    def put_explanations(self, explanations: pd.DataFrame, run_id: str | None = None) -> int:
+        """Upsert per-insight SHAP explanations by (insight_id, horizon, model_name,
+        model_version) (the last row wins for a key given twice).
+
+        Columns: insight_id, horizon, model_name, model_version (int or text, stored as text),
+        contributions ({feature: value}, a dict or JSON text); optional base_value, output (the
+        model output the values add up to), top_features (a list; default: the TOP_FEATURES
+        features of largest |contribution|), summary, explained_at (default now). Returns the
+        number of rows written."""
+        key = ["insight_id", "horizon", "model_name", "model_version"]
+        _require(explanations, (*key, "contributions"), "explanations")
+        if explanations.empty:
+            return 0
+        df = explanations.reset_index(drop=True)
+        out = pd.DataFrame({c: [v.strip() for v in _str_values(df[c])] for c in key[:3]})
+        out["model_version"] = [_version_text(v) or "" for v in df["model_version"].tolist()]
+        labels = _labels(*(out[c] for c in key))
+        what = "explanation"
+        for col in key:
+            blank = (out[col] == "").to_numpy()
+            if blank.any():
+                raise ValueError(f"{what} {labels[_first(blank)]!r} (row {_first(blank)}): "
+                                 f"{col} is blank")
+        docs = [_json_doc(v, "{}", f"{what} {x!r}: contributions", dict)
+                for v, x in zip(df["contributions"].tolist(), labels)]
+        out["contributions"] = [d[0] for d in docs]
+        given = (df["top_features"].tolist() if "top_features" in df.columns
+                 else [None] * len(df))
+        tops = []
+        for v, (_, contrib), x in zip(given, docs, labels):
+            listed = isinstance(v, list | tuple | np.ndarray)
+            if not listed and (_missing(v) or (isinstance(v, str) and not v.strip())):
+                size = {f: abs(c) if isinstance(c, int | float) else 0.0
+                        for f, c in contrib.items()}
+                ranked = sorted(contrib, key=lambda f: -size[f])  # stable: ties keep order
+                tops.append(json.dumps(ranked[:TOP_FEATURES]))
+            else:
+                tops.append(_json_doc(v, "[]", f"{what} {x!r}: top_features", list)[0])
+        out["top_features"] = tops
+        for c in ("base_value", "output"):
+            out[c] = (pd.to_numeric(df[c], errors="coerce").astype(float) if c in df.columns
+                      else np.nan)
+        out["summary"] = _str_values(df["summary"]) if "summary" in df.columns else ""
+        out["explained_at"] = _when(df, "explained_at", labels, _now())
+        out = out.drop_duplicates(key, keep="last")
+        with self._writing("explanations") as conn:
+            self._bulk_insert(conn, m.explanations, out, list(out.columns), {"run_id": run_id},
+                              conflict_key=key)
+        return len(out)
+
+    def read_explanations(self, insight_ids: Iterable[str] | None = None,
+                          model_name: str | None = None, model_version: Any = None
+                          ) -> pd.DataFrame:
+        """Stored explanations sorted by insight_id, horizon, model_name, first stored: id,
+        insight_id, horizon, model_name, model_version (text), base_value, output, contributions
+        (a dict), top_features (a list), summary, explained_at, run_id."""
+        t = m.explanations
+        stmt = sa.select(*[_raw(c) for c in t.columns])
+        if model_name is not None:
+            stmt = stmt.where(t.c.model_name == model_name)
+        if model_version is not None:
+            stmt = stmt.where(t.c.model_version == _version_text(model_version))
+        df = self._select_chunked(stmt, t.c.insight_id, insight_ids, _kinds(t))
+        df["_h"] = _horizon_order(df["horizon"])
+        df = (df.sort_values(["insight_id", "_h", "horizon", "model_name", "id"], kind="stable")
+              .drop(columns="_h").reset_index(drop=True))
+        df["contributions"] = _parse_json(df["contributions"])
+        df["top_features"] = _parse_json(df["top_features"])
+        return df
+
+    # -- retrain-request audit trail ------------------------------------------------------
+
+    @staticmethod
+    def _latest_status(conn: sa.Connection, request_id: str) -> str | None:
+        t = m.audit_trail
+        return conn.execute(sa.select(t.c.to_status).where(t.c.request_id == request_id)
+                            .order_by(t.c.id.desc()).limit(1)).scalar()
+
+    def record_transition(self, request_id: str, from_status: str, to_status: str, actor: str,
+                          reason: str = "") -> None:
+        """Append one status transition of a retrain request to `audit_trail`, the authoritative
+        log (DESIGN.md 2a "Learning loop"): in one serialised transaction, only when from_status
+        is the request's latest to_status ('' for its creation, when it has no rows yet).
+        Otherwise -- a step skipped, a decision already taken, another writer first -- raises
+        TransitionConflict naming the request, the expected and the actual status, and writes
+        nothing. Of two transitions racing out of the same status exactly one is recorded
+        (UNIQUE(request_id, from_status) backs the check)."""
+        rid = "" if _missing(request_id) else str(request_id).strip()
+        if not rid:
+            raise ValueError("record_transition: request_id is blank")
+        frm = "" if _missing(from_status) else str(from_status).strip()
+        to = "" if _missing(to_status) else str(to_status).strip()
+        who = "" if _missing(actor) else str(actor).strip()
+        if not to:
+            raise ValueError(f"retrain request {rid!r}: to_status is blank")
+        if to == frm:
+            raise ValueError(f"retrain request {rid!r}: {frm!r} -> {to!r} is not a transition")
+        if not who:
+            raise ValueError(f"retrain request {rid!r}: the transition {frm!r} -> {to!r} names "
+                             "no actor")
+
+        def conflict(actual: str | None) -> TransitionConflict:
+            shown = repr(actual) if actual is not None else "none (it has no recorded transition)"
+            return TransitionConflict(
+                f"retrain request {rid!r} cannot move from {frm!r} to {to!r}: expected status "
+                f"{frm!r}, actual status {shown}", rid, frm, actual)
+
+        t = m.audit_trail
+        try:
+            with self._writing(f"audit_trail:{rid}") as conn:
+                actual = self._latest_status(conn, rid)
+                if (actual or "") != frm:
+                    raise conflict(actual)
+                conn.execute(t.insert().values(request_id=rid, from_status=frm, to_status=to,
+                                               actor=who, reason=str(reason or ""), at=_now()))
+        except sa.exc.IntegrityError as exc:  # a writer outside the lock got there first
+            raise conflict(self.latest_status(rid)) from exc
+
+    def trail(self, request_id: str | None = None) -> pd.DataFrame:
+        """The recorded transitions, oldest first (of one request, or all): id, request_id,
+        from_status, to_status, actor, reason, at."""
+        t = m.audit_trail
+        stmt = sa.select(*[_raw(c) for c in t.columns]).order_by(t.c.id)
+        if request_id is not None:
+            stmt = stmt.where(t.c.request_id == str(request_id))
+        with self.engine.connect() as conn:
+            return _frame(conn.execute(stmt), _kinds(t))
+
+    def latest_status(self, request_id: str) -> str | None:
+        """The request's current status (its latest to_status), None when it has no rows."""
+        with self.engine.connect() as conn:
+            return self._latest_status(conn, str(request_id))
+
+    # -- alias moves ----------------------------------------------------------------------
+
+    @staticmethod
+    def _last_alias_seq(conn: sa.Connection, model_name: str) -> int:
+        t = m.alias_moves
+        return int(conn.execute(sa.select(sa.func.max(t.c.seq))
+                                .where(t.c.model_name == model_name)).scalar() or 0)
+
+    def record_alias_move(self, model_name: str, alias: str, from_version: Any, to_version: Any,
+                          actor: str, reason: str = "", expected_seq: int | None = None) -> int:
+        """Append an alias move of a registered model as (model_name, last seq + 1), in one
+        serialised transaction, and return that seq (1 for the first move). Versions are stored
+        as text (None: the alias was unset / is removed). With `expected_seq` (the seq the
+        caller read, 0 for none), raises AliasMoveConflict and writes nothing when another move
+        came first: re-read the aliases and decide again."""
+        name = "" if _missing(model_name) else str(model_name).strip()
+        if not name:
+            raise ValueError("record_alias_move: model_name is blank")
+        ali = "" if _missing(alias) else str(alias).strip()
+        who = "" if _missing(actor) else str(actor).strip()
+        if not ali:
+            raise ValueError(f"alias move of {name!r}: alias is blank")
+        if not who:
+            raise ValueError(f"alias move of {name!r} ({ali!r}): actor is blank")
+        frm, to = _version_text(from_version), _version_text(to_version)
+
+        def conflict(actual: int) -> AliasMoveConflict:
+            return AliasMoveConflict(
+                f"alias move of {name!r} ({ali!r} -> {to!r}) refused: expected the last move to "
+                f"be #{expected_seq}, but it is #{actual}; someone else moved first: re-read "
+                "the aliases and retry", name, expected_seq, actual)
+
+        t = m.alias_moves
+        try:
+            with self._writing(f"alias_moves:{name}") as conn:
+                last = self._last_alias_seq(conn, name)
+                if expected_seq is not None and int(expected_seq) != last:
+                    raise conflict(last)
+                seq = last + 1
+                conn.execute(t.insert().values(model_name=name, seq=seq, alias=ali,
+                                               from_version=frm, to_version=to, actor=who,
+                                               reason=str(reason or ""), at=_now()))
+        except sa.exc.IntegrityError as exc:  # a writer outside the lock got there first
+            raise conflict(self.last_alias_seq(name)) from exc
+        return seq
+
+    def alias_moves(self, model_name: str | None = None) -> pd.DataFrame:
+        """Recorded alias moves sorted by model_name, seq: model_name, seq, alias, from_version,
+        to_version, actor, reason, at."""
+        t = m.alias_moves
+        stmt = sa.select(*[_raw(c) for c in t.columns]).order_by(t.c.model_name, t.c.seq)
+        if model_name is not None:
+            stmt = stmt.where(t.c.model_name == str(model_name))
+        with self.engine.connect() as conn:
+            return _frame(conn.execute(stmt), _kinds(t))
+
+    def last_alias_seq(self, model_name: str) -> int:
+        """The seq of the model's last alias move, 0 when none."""
+        with self.engine.connect() as conn:
+            return self._last_alias_seq(conn, str(model_name))
+
+    # -- A/B assignments ------------------------------------------------------------------
+
+    def put_ab_assignments(self, assignments: pd.DataFrame) -> int:
+        """Upsert A/B arms by (insight_id, model_name) (the last row wins for a key given twice):
+        insight_id, model_name, arm (champion | challenger), share (the challenger's share,
+        0-1); optional model_version (the version the arm resolved to), assigned_at (default
+        now). Returns the number of rows written."""
+        _require(assignments, ("insight_id", "model_name", "arm", "share"), "A/B assignments")
+        if assignments.empty:
+            return 0
+        df = assignments.reset_index(drop=True)
+        out = pd.DataFrame({c: [v.strip() for v in _str_values(df[c])]
+                            for c in ("insight_id", "model_name")})
+        labels = _labels(out["insight_id"], out["model_name"])
+        what = "A/B assignment"
+        for col in ("insight_id", "model_name"):
+            blank = (out[col] == "").to_numpy()
+            if blank.any():
+                raise ValueError(f"{what} {labels[_first(blank)]!r} (row {_first(blank)}): "
+                                 f"{col} is blank")
+        arm = pd.Series(_str_values(df["arm"]), dtype=object).str.strip().str.lower()
+        bad = ~arm.isin(AB_ARMS).to_numpy()
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {labels[i]!r}: arm {_shown(df['arm'].iat[i])!r} is not one "
+                             f"of {', '.join(AB_ARMS)}")
+        share = pd.to_numeric(df["share"], errors="coerce").astype(float)
+        bad = share.isna() | (share < 0) | (share > 1)
+        if bad.any():
+            i = _first(bad)
+            raise ValueError(f"{what} {labels[i]!r}: share {_shown(df['share'].iat[i])!r} is not a "
+                             "fraction from 0 to 1")
+        out["arm"], out["share"] = arm, share
+        out["model_version"] = ([_version_text(v) for v in df["model_version"].tolist()]
+                                if "model_version" in df.columns else None)
+        out["assigned_at"] = _when(df, "assigned_at", labels, _now())
+        out = out.drop_duplicates(["insight_id", "model_name"], keep="last")
+        with self._writing("ab_assignments") as conn:
+            self._bulk_insert(conn, m.ab_assignments, out, list(out.columns),
+                              conflict_key=["insight_id", "model_name"])
+        return len(out)
+
+    def read_ab_assignments(self, insight_ids: Iterable[str] | None = None,
+                            model_name: str | None = None) -> pd.DataFrame:
+        """A/B arms sorted by insight_id, model_name: insight_id, model_name, arm, share,
+        model_version (text or None), assigned_at."""
+        t = m.ab_assignments
+        stmt = sa.select(*[_raw(c) for c in t.columns])
+        if model_name is not None:
+            stmt = stmt.where(t.c.model_name == str(model_name))
+        df = self._select_chunked(stmt, t.c.insight_id, insight_ids, _kinds(t))
+        return df.sort_values(["insight_id", "model_name"], kind="stable", ignore_index=True)

@@ -180,3 +180,112 @@ quarantine = sa.Table(
     _time("quarantined_at", nullable=False),
     sa.Index("ix_quarantine_source_quarantined_at", "source", "quarantined_at"),
 )
+
+# ----------------------------------------------------------------------------- 0002: learning loop
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+news_events = sa.Table(
+    "news_events", metadata,
+    sa.Column("event_id", sa.Text(), primary_key=True),
+    _time("ts", nullable=False),
+    sa.Column("currencies", sa.Text(), nullable=False, server_default=""),  # '|' joined codes
+    sa.Column("impact", _STR, nullable=False),
+    sa.Column("title", sa.Text(), nullable=False, server_default=""),
+    sa.Column("source", _STR, nullable=False, server_default=""),
+    sa.Index("ix_news_events_ts", "ts"),
+)
+
+market_regimes = sa.Table(
+    "market_regimes", metadata,
+    sa.Column("symbol", _STR, primary_key=True),
+    sa.Column("timeframe", _STR, primary_key=True),  # '' for a feed without timeframes
+    _time("ts", primary_key=True),
+    _time("ts_end", nullable=True),
+    sa.Column("regime", _STR, nullable=False),
+    sa.Column("confidence", sa.Double(), nullable=True),
+    sa.Column("source", _STR, nullable=False),  # derived | feed
+)
+
+pattern_checks = sa.Table(
+    "pattern_checks", metadata,
+    sa.Column("insight_id", _STR, primary_key=True),
+    sa.Column("pattern", _STR, primary_key=True),
+    sa.Column("verified", sa.Boolean(), nullable=False),
+    sa.Column("evidence", sa.Text(), nullable=False, server_default="{}"),
+    _time("checked_at", nullable=False),
+    sa.Column("run_id", _STR, nullable=True),
+)
+
+audit_rca = sa.Table(
+    "audit_rca", metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("audit_id", _ID, sa.ForeignKey("audits.id", name="fk_audit_rca_audit"),
+              nullable=False),
+    sa.Column("insight_id", _STR, nullable=False),
+    sa.Column("horizon", _STR, nullable=False),
+    sa.Column("cause", _STR, nullable=False),
+    sa.Column("confidence", sa.Double(), nullable=False),
+    sa.Column("rank", sa.Integer(), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False, server_default=""),
+    sa.Column("evidence", sa.Text(), nullable=False, server_default="{}"),
+    sa.Column("snapshot_hash", _STR, nullable=True),
+    _time("analysed_at", nullable=False),
+    sa.Column("run_id", _STR, nullable=True),
+    sa.Index("ix_audit_rca_audit_rank", "audit_id", "rank"),
+    sa.Index("ix_audit_rca_cause_confidence", "cause", "confidence"),
+    sa.Index("ix_audit_rca_insight_horizon", "insight_id", "horizon"),
+)
+
+explanations = sa.Table(
+    "explanations", metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("insight_id", _STR, nullable=False),
+    sa.Column("horizon", _STR, nullable=False),
+    sa.Column("model_name", _STR, nullable=False),
+    sa.Column("model_version", _STR, nullable=False),
+    sa.Column("base_value", sa.Double(), nullable=True),
+    sa.Column("output", sa.Double(), nullable=True),
+    sa.Column("contributions", sa.Text(), nullable=False, server_default="{}"),
+    sa.Column("top_features", sa.Text(), nullable=False, server_default="[]"),
+    sa.Column("summary", sa.Text(), nullable=False, server_default=""),
+    _time("explained_at", nullable=False),
+    sa.Column("run_id", _STR, nullable=True),
+    sa.UniqueConstraint("insight_id", "horizon", "model_name", "model_version",
+                        name="uq_explanations_key"),
+)
+
+audit_trail = sa.Table(
+    "audit_trail", metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("request_id", _STR, nullable=False),
+    sa.Column("from_status", _STR, nullable=False),  # '' for the creation of a request
+    sa.Column("to_status", _STR, nullable=False),
+    sa.Column("actor", _STR, nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False, server_default=""),
+    _time("at", nullable=False),
+    # one transition out of each status: of two racing from the same status, one wins
+    sa.UniqueConstraint("request_id", "from_status", name="uq_audit_trail_request_from"),
+)
+
+alias_moves = sa.Table(
+    "alias_moves", metadata,
+    sa.Column("model_name", _STR, primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("alias", _STR, nullable=False),
+    sa.Column("from_version", _STR, nullable=True),
+    sa.Column("to_version", _STR, nullable=True),
+    sa.Column("actor", _STR, nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False, server_default=""),
+    _time("at", nullable=False),
+)
+
+ab_assignments = sa.Table(
+    "ab_assignments", metadata,
+    sa.Column("insight_id", _STR, primary_key=True),
+    sa.Column("model_name", _STR, primary_key=True),
+    sa.Column("arm", _STR, nullable=False),  # champion | challenger
+    sa.Column("share", sa.Double(), nullable=False),
+    sa.Column("model_version", _STR, nullable=True),
+    _time("assigned_at", nullable=False),
+)
