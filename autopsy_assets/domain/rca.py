@@ -82,7 +82,7 @@ groups (evidence JSON and summaries are built by column-wise string operations).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -428,11 +428,32 @@ def _json_objects(fields: dict[str, np.ndarray], n: int) -> np.ndarray:
     return out + "}"
 
 
-def _fmt(x, spec: str) -> np.ndarray:
-    """Numbers formatted for a sentence ('?' for NaN)."""
+def _fmt(x, decimals: int) -> np.ndarray:
+    """Numbers for a sentence with ``decimals`` decimals ('?' for NaN), vectorised."""
     a = np.asarray(x, dtype=float)
-    out = np.array([format(v, spec) if np.isfinite(v) else "?" for v in a.tolist()], dtype=object)
+    ok = np.isfinite(a)
+    v = np.where(ok, a, 0.0)
+    if decimals == 0:
+        out = np.round(v).astype(np.int64).astype(str).astype(object)
+    else:
+        out = (np.round(v, decimals) + 0.0).astype(str).astype(object)
+    out[~ok] = "?"
     return out
+
+
+def _text(x, default: str) -> np.ndarray:
+    """Object array of text with missing values replaced by ``default``."""
+    a = np.asarray(x, dtype=object).copy()
+    a[pd.isna(a)] = default
+    return a
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    """A DataFrame whose text columns stay object arrays (pandas 3 would otherwise infer its
+    arrow-backed str dtype and copy every string: most of the time of a large batch)."""
+    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False)
+                         if isinstance(v, np.ndarray) and v.dtype == object else v
+                         for k, v in columns.items()})
 
 
 def _iso(ns: np.ndarray) -> np.ndarray:
@@ -662,6 +683,14 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
 
     # ---- candle window features ---------------------------------------------------------------
     series = _candle_series(candles, sym)
+    tf_cache: dict = {}
+
+    def candles_at(tf: str) -> pd.DataFrame | None:
+        """Candles of the analysed symbols at ``tf`` (resampled when absent), once per tf."""
+        if tf not in tf_cache:
+            tf_cache[tf] = _candles_at(series, pd.unique(pd.Series(sym, dtype=object)), tf)
+        return tf_cache[tf]
+
     have_bars = np.zeros(n, dtype=bool)
     s_idx = np.zeros(n, dtype=np.int64)
     adv_ns = np.full(n, _NAT, dtype=np.int64)
@@ -865,7 +894,7 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
         for tf in pd.unique(pd.Series(rtf, dtype=object)):
             if tf not in TIMEFRAMES:
                 continue
-            c_tf = _candles_at(series, pd.unique(pd.Series(sym[rtf == tf])), tf)
+            c_tf = candles_at(tf)
             if c_tf is not None and len(c_tf):
                 parts.append(derive_regimes(c_tf))
         regimes_used = pd.concat(parts, ignore_index=True) if parts else None
@@ -949,7 +978,8 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
     pats = ins["patterns"]
     claimed = (pats != "") & ~no_ins
     F["claimed"] = pats
-    F["n_claimed"] = np.array([len(x.split("|")) if x else 0 for x in pats]) if n else np.zeros(0)
+    F["n_claimed"] = np.where(pats == "", 0, np.char.count(pats.astype(str), "|") + 1) \
+        if n else np.zeros(0)
     F["unverified"] = np.full(n, "", dtype=object)
     F["n_unverified"] = np.full(n, np.nan)
     F["pattern_source"] = np.full(n, None, dtype=object)
@@ -975,8 +1005,7 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
                     src_frame = patterns
                     src = "detected patterns given"
                 else:
-                    src_frame = _candles_at(series, pd.unique(qq["symbol"]), tf) \
-                        if tf in TIMEFRAMES else None
+                    src_frame = candles_at(tf) if tf in TIMEFRAMES else None
                     src = f"re-detected on {tf} candles"
                 if src_frame is None or not len(src_frame):
                     continue
@@ -986,16 +1015,25 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
                     parts.append(verify_patterns(qq, src_frame, p.pattern_lookback_bars))
             per = pd.concat(parts, ignore_index=True) if parts else None
         if per is not None and len(per):
-            bad = per[~per["verified"].astype(bool)]
-            unv = bad.groupby("insight_id")["pattern"].agg(lambda s: "|".join(sorted(set(s))))
-            checked = set(per["insight_id"])
-            idx = pd.Index(unv.index)
-            pos = idx.get_indexer(F["insight_id"])
-            F["unverified"] = np.where(pos >= 0, unv.to_numpy(dtype=object)[np.maximum(pos, 0)]
-                                       if len(unv) else "", "").astype(object)
-            is_checked = np.array([i in checked for i in F["insight_id"]]) & claimed
-            F["n_unverified"] = np.where(is_checked, [len(u.split("|")) if u else 0
-                                                      for u in F["unverified"]], np.nan)
+            per_ids = per["insight_id"].to_numpy(dtype=object)
+            bad = ~per["verified"].to_numpy(dtype=bool)
+            b = pd.DataFrame({"i": per_ids[bad], "p": per["pattern"].astype(str).to_numpy(
+                dtype=object)[bad]}).drop_duplicates().sort_values(["i", "p"], kind="stable")
+            n_unv = np.zeros(n)
+            if len(b):   # '|'-join the unverified codes of each insight, no loop per insight
+                bi, bp = b["i"].to_numpy(dtype=object), b["p"].to_numpy(dtype=object)
+                start = np.flatnonzero(np.r_[True, bi[1:] != bi[:-1]])
+                piece = "|" + bp
+                piece[start] = bp[start]
+                joined = np.add.reduceat(piece, start)
+                count = np.diff(np.r_[start, len(bp)])
+                pos = pd.Index(bi[start]).get_indexer(F["insight_id"])
+                hit = pos >= 0
+                F["unverified"] = np.where(hit, joined[np.maximum(pos, 0)], "").astype(object)
+                n_unv = np.where(hit, count[np.maximum(pos, 0)], 0)
+            is_checked = (pd.Index(pd.unique(per_ids)).get_indexer(F["insight_id"]) >= 0) \
+                & claimed
+            F["n_unverified"] = np.where(is_checked, n_unv, np.nan)
             F["pattern_source"] = np.where(is_checked, src, None).astype(object)
         else:
             is_checked = np.zeros(n, dtype=bool)
@@ -1051,7 +1089,7 @@ def rca_scores(audits: pd.DataFrame, insights: pd.DataFrame | None, candles: pd.
     F["skipped"] = skips.json()
     for c in CAUSES:
         F[f"raw_{c}"] = raw[c]
-    out = pd.DataFrame(F)
+    out = _frame(F)
     out.attrs["quarantine"] = Quarantine(quarantine)
     out.attrs["notes"] = tuple(notes)
     return out
@@ -1131,6 +1169,11 @@ def rank_causes(scores: pd.DataFrame, threshold: float = 50.0,
                 calibration: Calibration | None = None) -> pd.DataFrame:
     """Long frame: row (index into scores), cause, confidence, rank; one unknown row where no
     cause reaches ``threshold``. Applies the ordering rules of DESIGN 2a."""
+    return _rank(scores, threshold, calibration)[0]
+
+
+def _rank(scores: pd.DataFrame, threshold: float, calibration: Calibration | None):
+    """(ranked rows, best confidence per audit, its cause, all calibrated confidences)."""
     cal = calibration or CALIBRATION
     n = len(scores)
     conf = calibrated(scores, cal)
@@ -1167,20 +1210,17 @@ def rank_causes(scores: pd.DataFrame, threshold: float = 50.0,
                                                                        100.0 - best[none])),
                         "rank": np.ones(len(none), dtype=np.int64)})
     out = pd.concat([found, unk], ignore_index=True).sort_values(["row", "rank"], kind="stable")
-    out = out.reset_index(drop=True)
-    out.attrs["best"] = (best, best_c, conf0)
-    return out
+    return out.reset_index(drop=True), best, best_c, conf0
 
 
-def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.DataFrame:
+def _render(scores: pd.DataFrame, ranked: pd.DataFrame, best: np.ndarray, best_c: np.ndarray,
+            conf0: np.ndarray, p: RcaParams) -> pd.DataFrame:
     """Summary sentence and evidence JSON for each ranked row, column-wise per cause."""
     m = len(ranked)
     summary = np.full(m, "", dtype=object)
     evidence = np.full(m, "{}", dtype=object)
     rows_all = ranked["row"].to_numpy()
     cause_all = ranked["cause"].to_numpy(dtype=object)
-    conf0 = ranked.attrs["best"][2]
-    best, best_c = ranked.attrs["best"][0], ranked.attrs["best"][1]
     S = scores
     for cause in ALL_CAUSES:
         sel = np.flatnonzero(cause_all == cause)
@@ -1199,10 +1239,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
         if cause == "news_shock":
             mins = g("news_minutes")
             when = np.where(mins <= 0, " min before ", " min after ").astype(object)
-            summary[sel] = (pd.Series(g("news_title")).fillna("News").to_numpy(dtype=object)
-                            + " (high impact, " + pd.Series(g("news_currencies")).fillna("?")
-                            .to_numpy(dtype=object) + ") " + _fmt(np.abs(mins), ".0f") + when
-                            + moment + "; the bar's range was " + _fmt(g("bar_range_atr"), ".1f")
+            summary[sel] = (_text(g("news_title"), "News")
+                            + " (high impact, " + _text(g("news_currencies"), "?") + ") " + _fmt(np.abs(mins), 0) + when
+                            + moment + "; the bar's range was " + _fmt(g("bar_range_atr"), 1)
                             + "x ATR")
             fields = {"event_id": _str_text(g("news_event_id")),
                       "title": _str_text(g("news_title")),
@@ -1215,9 +1254,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "bar_range_atr": _num_text(g("bar_range_atr"), 2), **adverse_fields}
         elif cause == "volatility_spike":
             summary[sel] = ("Volatility spike: the " + str(p.realised_bars) + " bars around "
-                            + moment + " ranged " + _fmt(g("realised_ratio"), ".1f")
-                            + "x the trailing " + _fmt(np.full(k, p.baseline_minutes / 60), ".0f")
-                            + "h average (ATR " + _fmt(g("baseline_atr") / g("pip"), ".1f")
+                            + moment + " ranged " + _fmt(g("realised_ratio"), 1)
+                            + "x the trailing " + _fmt(np.full(k, p.baseline_minutes / 60), 0)
+                            + "h average (ATR " + _fmt(g("baseline_atr") / g("pip"), 1)
                             + " pips)" + np.where(g("news_near"), ", with high-impact news "
                                                   "nearby", "").astype(object))
             fields = {"realised_range_ratio": _num_text(g("realised_ratio"), 2),
@@ -1228,10 +1267,10 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "news_within_window": _bool_text(g("news_near")), **adverse_fields}
         elif cause == "liquidity_event":
             vr = g("volume_ratio")
-            vol_txt = np.where(np.isfinite(vr), "volume fell to " + _fmt(100 * vr, ".0f")
+            vol_txt = np.where(np.isfinite(vr), "volume fell to " + _fmt(100 * vr, 0)
                                + "% of its trailing average", "volume unknown").astype(object)
             summary[sel] = ("Liquidity dried up: " + vol_txt + " and "
-                            + _fmt(g("gaps_total"), ".0f") + " price gaps or missing bars "
+                            + _fmt(g("gaps_total"), 0) + " price gaps or missing bars "
                             "before " + moment)
             fields = {"volume_ratio": _num_text(vr, 3),
                       "baseline_volume": _num_text(g("baseline_volume"), 1),
@@ -1241,9 +1280,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "collapse_threshold": _num_text(np.full(k, p.volume_collapse), 2),
                       "news_within_window": _bool_text(g("news_near")), **adverse_fields}
         elif cause == "external_shock":
-            summary[sel] = ("A " + _fmt(g("move_atr"), ".1f") + "x ATR move against the trade in "
+            summary[sel] = ("A " + _fmt(g("move_atr"), 1) + "x ATR move against the trade in "
                             + str(p.move_bars) + " bars up to " + moment + " (" +
-                            _fmt(g("move") / g("pip"), ".1f") + " pips) with no high-impact news "
+                            _fmt(g("move") / g("pip"), 1) + " pips) with no high-impact news "
                             "within " + f"{p.news_window_min:.0f}" + " min")
             fields = {"move_atr": _num_text(g("move_atr"), 2),
                       "move_pips": _num_text(g("move") / g("pip"), 1),
@@ -1254,10 +1293,8 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "bar_range_atr": _num_text(g("bar_range_atr"), 2),
                       "news_within_window": _bool_text(g("news_near")), **adverse_fields}
         elif cause == "regime_drift":
-            summary[sel] = ("Regime changed from " + pd.Series(g("regime0")).fillna("?")
-                            .to_numpy(dtype=object) + " (" + _fmt(g("rconf0"), ".0f")
-                            + ") at creation to " + pd.Series(g("regime1")).fillna("?")
-                            .to_numpy(dtype=object) + " (" + _fmt(g("rconf1"), ".0f")
+            summary[sel] = ("Regime changed from " + _text(g("regime0"), "?") + " (" + _fmt(g("rconf0"), 0)
+                            + ") at creation to " + _text(g("regime1"), "?") + " (" + _fmt(g("rconf1"), 0)
                             + ") by " + _hhmm(_i8(g("later_at"), "later_at")) + ", after "
                             + moment + " on a " + g("side").astype(object))
             fields = {"regime_at_creation": _str_text(g("regime0")),
@@ -1274,7 +1311,7 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
             cu = g("confidence_used")
             summary[sel] = (np.where(cu >= p.overconfident_at, "Overconfident model: ",
                                      "").astype(object) + g("confidence_source").astype(object)
-                            + " was " + _fmt(cu, ".0f") + " yet the insight failed")
+                            + " was " + _fmt(cu, 0) + " yet the insight failed")
             fields = {"confidence": _num_text(g("confidence"), 1),
                       "ai_score": _num_text(g("ai_score"), 1),
                       "score_used": _str_text(g("confidence_source")),
@@ -1282,9 +1319,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "reading": _str_text(np.where(cu >= p.overconfident_at, "overconfident",
                                                     "expected").astype(object))}
         elif cause == "detector_misid":
-            summary[sel] = ("Claimed " + pd.Series(g("claimed")).str.replace("|", ", ")
-                            .to_numpy(dtype=object) + " but " + pd.Series(g("unverified"))
-                            .str.replace("|", ", ").to_numpy(dtype=object)
+            commas = lambda v: np.char.replace(  # noqa: E731
+                _text(v, "").astype(str), "|", ", ").astype(object)
+            summary[sel] = ("Claimed " + commas(g("claimed")) + " but " + commas(g("unverified"))
                             + " was not on the chart in the " + str(p.pattern_lookback_bars)
                             + " bars before creation")
             fields = {"claimed": _str_text(g("claimed")), "unverified": _str_text(g("unverified")),
@@ -1295,10 +1332,10 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
         elif cause == "spread_slippage":
             sl = g("slippage_pips")
             once = g("filled_at_once")
-            fill_txt = np.where(once & (np.nan_to_num(sl) > 0), "Filled " + _fmt(sl, ".1f")
+            fill_txt = np.where(once & (np.nan_to_num(sl) > 0), "Filled " + _fmt(sl, 1)
                                 + " pips worse than entry at once; ", "").astype(object)
-            summary[sel] = (fill_txt + "spread " + _fmt(g("spread_entry_pips"), ".1f")
-                            + " pips at entry and " + _fmt(g("spread_exit_pips"), ".1f")
+            summary[sel] = (fill_txt + "spread " + _fmt(g("spread_entry_pips"), 1)
+                            + " pips at entry and " + _fmt(g("spread_exit_pips"), 1)
                             + " at the exit (limit " + f"{p.spread_pips:g}" + " pips)")
             fields = {"slippage_pips": _num_text(sl, 2), "filled_at_once": _bool_text(once),
                       "fill_delay_minutes": _num_text(g("fill_delay_min"), 1),
@@ -1306,9 +1343,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "spread_exit_pips": _num_text(g("spread_exit_pips"), 2),
                       "limit_pips": _num_text(np.full(k, p.spread_pips), 1)}
         elif cause == "false_positive":
-            summary[sel] = (pd.Series(g("fp_group")).fillna("?").to_numpy(dtype=object)
-                            + " failed " + _fmt(100 * g("fp_rate"), ".0f") + "% of "
-                            + _fmt(g("fp_n"), ".0f") + " audits in the " +
+            summary[sel] = (_text(g("fp_group"), "?")
+                            + " failed " + _fmt(100 * g("fp_rate"), 0) + "% of "
+                            + _fmt(g("fp_n"), 0) + " audits in the " +
                             f"{p.fp_window_days:g}" + " days before: a weak setup")
             fields = {"group": _str_text(g("fp_group")), "fail_rate": _num_text(g("fp_rate"), 3),
                       "n_audits": _int_text(g("fp_n")), "n_failed": _int_text(g("fp_failed")),
@@ -1317,9 +1354,9 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
                       "threshold_rate": _num_text(np.full(k, p.fp_rate), 2)}
         elif cause == "user_psychology":
             chase = g("chase_risk_share")
-            summary[sel] = ("Entered late: filled " + _fmt(g("fill_delay_min"), ".0f")
-                            + " min (" + _fmt(g("fill_delay_bars"), ".1f") + " bars) after the "
-                            "insight, " + _fmt(np.abs(chase) * 100, ".0f") + "% of the risk "
+            summary[sel] = ("Entered late: filled " + _fmt(g("fill_delay_min"), 0)
+                            + " min (" + _fmt(g("fill_delay_bars"), 1) + " bars) after the "
+                            "insight, " + _fmt(np.abs(chase) * 100, 0) + "% of the risk "
                             + np.where(np.nan_to_num(chase) >= 0, "worse", "better")
                             .astype(object) + " than entry")
             fields = {"fill_delay_minutes": _num_text(g("fill_delay_min"), 1),
@@ -1331,7 +1368,7 @@ def _render(scores: pd.DataFrame, ranked: pd.DataFrame, p: RcaParams) -> pd.Data
         else:   # unknown
             b, bc = best[i], best_c[i]
             summary[sel] = ("No cause reached the threshold (best: " + bc.astype(object) + " at "
-                            + _fmt(b, ".0f") + ")")
+                            + _fmt(b, 0) + ")")
             sc = np.full(k, "{", dtype=object)
             for j, c in enumerate(CAUSES):
                 sc = sc + ((", " if j else "") + json.dumps(c) + ": ") + _num_text(
@@ -1367,10 +1404,10 @@ def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame | None,
     p = params or RcaParams()
     cal = calibration or CALIBRATION
     scores = rca_scores(audits, insights, candles, news, regimes, patterns=patterns, params=p)
-    ranked = rank_causes(scores, threshold, cal)
-    text = _render(scores, ranked, p)
+    ranked, best, best_c, conf0 = _rank(scores, threshold, cal)
+    text = _render(scores, ranked, best, best_c, conf0, p)
     rows = ranked["row"].to_numpy()
-    out = pd.DataFrame({
+    out = _frame({
         "insight_id": scores["insight_id"].to_numpy(dtype=object)[rows],
         "horizon": scores["horizon"].to_numpy(dtype=object)[rows],
         "cause": ranked["cause"].to_numpy(dtype=object),
@@ -1383,5 +1420,3 @@ def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame | None,
     out.attrs["notes"] = scores.attrs.get("notes", ()) + (f"calibration: {cal.source}",)
     return out
 
-
-_ = asdict  # RcaParams is a plain dataclass: asdict(params) gives its numbers for a report

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from autopsy_assets.definitions import defs
-from autopsy_assets.resources import AuditStoreResource, CandleSource, InsightSource
+from autopsy_assets.resources import AuditStoreResource, CandleSource, InsightSource, RegimeSource
 
 pytestmark = pytest.mark.dagster
 RANGE = ("2018-03-06", "2018-03-07")
@@ -42,8 +42,9 @@ def test_definitions_load():
 
 
 def test_materialize_labels_every_insight_and_a_rerun_adds_no_rows(instance, store_resource):
+    # two days of history: regimes on 15-minute bars have enough warm-up (1h would need a week)
     resources = {"audit_store": store_resource, "candle_source": CandleSource(),
-                 "insight_source": InsightSource()}
+                 "insight_source": InsightSource(), "regime_source": RegimeSource(timeframe="15m")}
     first = run_range("autopsy_job", *RANGE, instance, resources)
     store = store_resource.get()
     start, end = pd.Timestamp(RANGE[0], tz="UTC"), pd.Timestamp(RANGE[1], tz="UTC") + pd.Timedelta(days=1)
@@ -61,8 +62,18 @@ def test_materialize_labels_every_insight_and_a_rerun_adds_no_rows(instance, sto
     assert "| horizon |" in mat[0].metadata["outcomes"].value
     (check,) = first.get_asset_check_evaluations()
     assert check.passed and check.metadata["replayed"].value == 25
+    # the context and RCA assets ran in the same job and wrote to the store
+    # failed or neutral, including filtered insights whose replay failed (was the filter right?)
+    failed = audits[audits["replay_outcome"].isin(["failed", "neutral"])]
+    rca = store.read_rca(start, end, primary_only=True)
+    assert set(zip(rca["insight_id"], rca["horizon"])) == set(zip(failed["insight_id"], failed["horizon"]))
+    assert rca["confidence"].between(0, 100).all() and rca["summary"].str.len().gt(10).all()
+    assert len(store.read_news(start, end)) > 0
+    assert len(store.read_regimes(start, end)) > 0
+    claims = ins[ins["patterns"].fillna("").astype(str).str.len() > 0]
+    checks = store.read_pattern_checks(ins["insight_id"])
+    assert set(checks["insight_id"]) == set(claims["insight_id"])
 
-    n_rows = len(store.audit_history_all()) if hasattr(store, "audit_history_all") else None
     second = run_range("autopsy_job", *RANGE, instance, resources)
     mat2 = second.asset_materializations_for_node("labeled_audits")[0].metadata
     assert mat2["inserted"].value == 0 and mat2["superseded"].value == 0
@@ -72,8 +83,7 @@ def test_materialize_labels_every_insight_and_a_rerun_adds_no_rows(instance, sto
                                    .reset_index(drop=True),
                                    audits.sort_values(["insight_id", "horizon"])["snapshot_hash"]
                                    .reset_index(drop=True))
-    if n_rows is not None:
-        assert len(store.audit_history_all()) == n_rows
+    assert len(store.read_rca(start, end, primary_only=True)) == len(rca)  # replaced, not added
 
 
 def test_sensor_relabels_pending_audits_once_candles_arrive(instance, store_resource, tmp_path):
@@ -86,7 +96,7 @@ def test_sensor_relabels_pending_audits_once_candles_arrive(instance, store_reso
     full[full["ts"] < cut].to_csv(csv, index=False)
     resources = {"audit_store": store_resource, "candle_source": CandleSource(kind="csv", path=str(csv)),
                  "insight_source": InsightSource()}
-    run_range("autopsy_job", day, day, instance, resources)
+    run_range("label_job", day, day, instance, resources)
     store = store_resource.get()
     d0, d1 = pd.Timestamp(day, tz="UTC"), pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1)
     pending = store.current_audits(d0, d1, outcomes=["pending"])
@@ -103,7 +113,7 @@ def test_sensor_relabels_pending_audits_once_candles_arrive(instance, store_reso
     assert not nothing.run_requests and nothing.skip_message
     # the rest of the week arrives
     full[full["ts"] < pd.Timestamp("2018-03-17", tz="UTC")].to_csv(csv, index=False)
-    run_range("autopsy_job", "2018-03-08", "2018-03-16", instance,
+    run_range("label_job", "2018-03-08", "2018-03-16", instance,
               {**resources, "insight_source": InsightSource(include_bad_rows=False)},
               run_config={"ops": {"labeled_audits": {"config": {"insight_ids": ["none"]}}}})
     ready = tick()
@@ -112,6 +122,7 @@ def test_sensor_relabels_pending_audits_once_candles_arrive(instance, store_reso
     rr = next(r for r in ready.run_requests if r.partition_key == day)
     defs.resolve_job_def("relabel_job").execute_in_process(
         instance=instance, partition_key=day, resources={"audit_store": store_resource},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={**rr.tags, "dagster/run_key": rr.run_key})
     after = store.current_audits(d0, d1)
     settled = after[after["insight_id"].isin(pending["insight_id"])]
@@ -139,3 +150,19 @@ def test_runs_persist_on_the_repo_instance_config(tmp_path, monkeypatch, store_r
         (run,) = inst.get_runs()
         assert run.tags["autopsy/db"] == "audit"
         assert inst.get_materialized_partitions(dg.AssetKey("labeled_audits")) == {"2018-03-06"}
+
+
+@pytest.mark.integration
+def test_labeling_run_on_postgresql(instance, pg_url):
+    """The same graph with the audit store on the real PostgreSQL server."""
+    store_resource = AuditStoreResource(database_url=pg_url)
+    resources = {"audit_store": store_resource, "candle_source": CandleSource(),
+                 "insight_source": InsightSource()}
+    run_range("label_job", "2018-03-06", "2018-03-06", instance, resources)
+    store = store_resource.get()
+    day = pd.Timestamp("2018-03-06", tz="UTC")
+    audits = store.current_audits(day, day + pd.Timedelta(days=1))
+    assert len(audits) == 4 * len(store.read_insights(day, day + pd.Timedelta(days=1))) > 0
+    again = run_range("label_job", "2018-03-06", "2018-03-06", instance, resources)
+    assert again.asset_materializations_for_node("labeled_audits")[0].metadata["inserted"].value == 0
+    store.close()
