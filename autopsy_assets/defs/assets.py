@@ -15,7 +15,8 @@ from autopsy_assets import api
 from autopsy_assets.defs.metadata import md_table, outcome_matrix, quarantine_summary
 from autopsy_assets.defs.partitions import CANDLE_WINDOW, DAILY, HORIZON_DAYS
 from autopsy_assets.domain.rules import load_rules_yaml
-from autopsy_assets.domain.schemas import HORIZONS
+from autopsy_assets.domain.schemas import (HORIZONS, audits_schema, clean_candles_schema,
+                                           clean_insights_schema)
 from autopsy_assets.domain.validation import InputError, validate_candles, validate_insights
 from autopsy_assets.resources import AuditStoreResource, CandleSource, InsightSource
 
@@ -69,6 +70,7 @@ def candles(context: dg.AssetExecutionContext, candle_source: CandleSource,
     for note in notes:
         context.log.info(note)
     n_q = _quarantine(store, quarantine, context)
+    clean_candles_schema().validate(clean, lazy=True)  # the store's edge: a failure is a bug
     counts = store.put_candles(clean) if len(clean) else {"blocks_new": 0, "blocks_unchanged": 0}
     per_symbol = clean.groupby(["symbol", "timeframe"]).size().rename("candles").reset_index()
     return dg.MaterializeResult(metadata={
@@ -94,6 +96,7 @@ def insights(context: dg.AssetExecutionContext, insight_source: InsightSource,
     except InputError as exc:
         raise dg.Failure(description=str(exc)) from exc
     n_q = _quarantine(store, quarantine, context)
+    clean_insights_schema().validate(clean, lazy=True)
     stored = store.put_insights(clean) if len(clean) else 0
     return dg.MaterializeResult(metadata={
         "rows": len(clean), "stored": stored, "quarantined": n_q,
@@ -142,6 +145,7 @@ def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
                                       symbols=sorted(ins["symbol"].unique()))
     rules = rules_from_store(store)
     audits = api.label_outcomes(ins, candle_frame, horizons=horizons, rules=rules)
+    audits_schema().validate(audits, lazy=True)
     counts = store.upsert_audits(audits, run_id=context.run.run_id)
     n_q = _quarantine(store, audits.attrs["quarantine"], context)
     # replay re-verification of the patterns each insight claims, on the candles of its created_at

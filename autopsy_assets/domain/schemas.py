@@ -80,3 +80,52 @@ AUDIT_COLUMNS: dict[str, str] = {
 }
 
 QUARANTINE_COLUMNS = ("source", "row_id", "reason")
+
+
+# --- pandera contracts of the frames written at the store's edge ------------------------------
+# The row rules (what quarantines a row) live in validation.py, vectorised for speed; these
+# schemas check what leaves the core for the store: a failure here is a bug, never bad input.
+
+def _pandera():
+    import pandera.pandas as pa  # imported lazily: pandera costs ~0.5 s to import
+    return pa
+
+
+def clean_candles_schema():
+    pa = _pandera()
+    price = pa.Column(float, pa.Check.gt(0))
+    return pa.DataFrameSchema({
+        "symbol": pa.Column(object), "timeframe": pa.Column(object, pa.Check.isin(list(TIMEFRAMES))),
+        "ts": pa.Column("datetime64[ns, UTC]"),
+        "open": price, "high": price, "low": price, "close": price,
+        "spread": pa.Column(float, pa.Check.ge(0)),
+    }, checks=[pa.Check(lambda d: d["high"] >= d["low"], name="high >= low")], strict=False)
+
+
+def clean_insights_schema():
+    pa = _pandera()
+    return pa.DataFrameSchema({
+        "insight_id": pa.Column(object, unique=True),
+        "created_at": pa.Column("datetime64[ns, UTC]"),
+        "symbol": pa.Column(object), "side": pa.Column(object, pa.Check.isin(list(SIDES))),
+        "entry_price": pa.Column(float, pa.Check.gt(0)),
+        "stop_loss": pa.Column(float, nullable=True), "take_profit": pa.Column(float, nullable=True),
+        "status": pa.Column(object, pa.Check.isin(list(INSIGHT_STATUSES))),
+    }, strict=False)
+
+
+def audits_schema():
+    pa = _pandera()
+    pct = pa.Column(float, pa.Check.ge(0), nullable=True)
+    return pa.DataFrameSchema({
+        "insight_id": pa.Column(object), "horizon": pa.Column(object, pa.Check.isin(list(HORIZONS))),
+        "outcome": pa.Column(object, pa.Check.isin(list(OUTCOMES))),
+        "replay_outcome": pa.Column(object, pa.Check.isin([o for o in OUTCOMES if o != "filtered_out"])),
+        "exit_reason": pa.Column(object, pa.Check.isin(["", *EXIT_REASONS])),
+        "max_drawdown": pct, "max_favorable": pct,
+        "duration_minutes": pa.Column(float, pa.Check.ge(0), nullable=True),
+        "rule_hash": pa.Column(object, pa.Check.str_length(64, 64)),
+        "candles_hash": pa.Column(object, pa.Check.str_length(64, 64)),
+        "snapshot_hash": pa.Column(object, pa.Check.str_length(64, 64)),
+    }, checks=[pa.Check(lambda d: (d["exit_reason"] == "") == d["exit_price"].isna(),
+                        name="an exit price exactly when there is an exit reason")], strict=False)

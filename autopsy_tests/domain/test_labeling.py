@@ -342,3 +342,15 @@ def test_block_hashes_equal_the_hash_of_the_stored_payloads():
     back = decode_block(full["payload"].iloc[0])
     first = c[(c["symbol"] == full["symbol"].iloc[0])].head(len(back))
     np.testing.assert_array_equal(back["close"].to_numpy(), first["close"].to_numpy())
+
+
+def test_audits_satisfy_the_pandera_contract_and_a_broken_frame_does_not():
+    import pandera.errors
+    from autopsy_assets.domain.schemas import audits_schema
+    c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT, FLAT])
+    out = label_outcomes(pd.concat([insight(), insight(insight_id="I2", side="short", stop_loss=1.2050,
+                                                       take_profit=1.1900)]), c, rules=[RULE])
+    audits_schema().validate(out, lazy=True)
+    broken = out.assign(max_drawdown=-1.0)
+    with pytest.raises(pandera.errors.SchemaErrors, match="max_drawdown"):
+        audits_schema().validate(broken, lazy=True)
