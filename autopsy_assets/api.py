@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import labeling, rules as rules_mod
@@ -16,7 +17,7 @@ from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
 from autopsy_assets.domain.validation import InputError, Quarantine, validate_candles, validate_insights
 
 __all__ = ["label_outcomes", "replay_audits", "detect_patterns", "verify_insight_patterns",
-           "analyze_failures", "InputError", "Quarantine"]
+           "analyze_failures", "replay_window", "InputError", "Quarantine"]
 
 
 def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
@@ -190,3 +191,38 @@ def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame, candles: pd.D
     out = rca.analyze_failures(audits, clean_ins, clean_candles, news=news, regimes=regimes, **kwargs)
     out.attrs["quarantine"] = Quarantine(q_ins) + q_can
     return out
+
+
+def replay_window(audit: dict | pd.Series, read_blocks, max_points: int = 500) -> dict:
+    """What an audit saw, re-read from its content-addressed candle blocks (no candle source).
+
+    Returns a dict: ``candles`` (the bars inside the audit's window, up to the bar it read last),
+    ``aggregate`` (the horizon's OHLCV as one bar: open, high, low, close, volume, bars, first and
+    last bar time) and ``path`` (ts and close, thinned to at most ``max_points`` points for a
+    chart, always keeping the first, the last and the extreme bars).
+    """
+    audit = pd.Series(audit)
+    hashes = [h for h in str(audit["candle_blocks"]).split(",") if h]
+    empty = {"candles": pd.DataFrame(), "aggregate": {}, "path": pd.DataFrame(columns=["ts", "close"])}
+    if not hashes:
+        return empty
+    candles = read_blocks(hashes)
+    if "timeframe" in candles and audit.get("candle_timeframe"):
+        candles = candles[candles["timeframe"] == audit["candle_timeframe"]]
+    start, end = pd.Timestamp(audit["window_start"]), pd.Timestamp(audit["window_end"])
+    until = audit.get("candles_until")
+    until = end if until is None or pd.isna(until) else min(pd.Timestamp(until), end)
+    from autopsy_assets.domain.schemas import TIMEFRAMES
+    bar = pd.Timedelta(minutes=TIMEFRAMES.get(str(audit.get("candle_timeframe")), 1))
+    window = candles[(candles["ts"] >= start) & (candles["ts"] + bar <= until)].reset_index(drop=True)
+    if window.empty:
+        return empty
+    aggregate = {"open": float(window["open"].iloc[0]), "high": float(window["high"].max()),
+                 "low": float(window["low"].min()), "close": float(window["close"].iloc[-1]),
+                 "volume": float(window["volume"].sum(min_count=1)) if "volume" in window else float("nan"),
+                 "bars": int(len(window)), "first_bar": window["ts"].iloc[0],
+                 "last_bar": window["ts"].iloc[-1]}
+    keep = set(np.linspace(0, len(window) - 1, min(max_points, len(window))).round().astype(int))
+    keep |= {int(window["high"].idxmax()), int(window["low"].idxmin())}
+    path = window.loc[sorted(keep), ["ts", "close"]].reset_index(drop=True)
+    return {"candles": window, "aggregate": aggregate, "path": path}

@@ -166,3 +166,24 @@ def test_labeling_run_on_postgresql(instance, pg_url):
     again = run_range("label_job", "2018-03-06", "2018-03-06", instance, resources)
     assert again.asset_materializations_for_node("labeled_audits")[0].metadata["inserted"].value == 0
     store.close()
+
+
+def test_replay_window_reads_the_audit_back_from_its_blocks(instance, store_resource):
+    from autopsy_assets.api import replay_window
+    run_range("label_job", "2018-03-06", "2018-03-06", instance,
+              {"audit_store": store_resource, "candle_source": CandleSource(),
+               "insight_source": InsightSource()})
+    store = store_resource.get()
+    day = pd.Timestamp("2018-03-06", tz="UTC")
+    audits = store.current_audits(day, day + pd.Timedelta(days=1), horizons=["4H"])
+    a = audits[audits["exit_reason"] == "horizon"].iloc[0]
+    rep = replay_window(a, store.read_blocks)
+    agg, window = rep["aggregate"], rep["candles"]
+    # a Tuesday 4H window on one-minute candles: 240 bars, the last ending at the window's end
+    assert a["candle_timeframe"] == "1m" and agg["bars"] == 240
+    assert window["ts"].iloc[-1] + pd.Timedelta(minutes=1) == a["exit_time"]
+    # the horizon exit is the last bar's close (bid for a long, ask = bid + spread for a short)
+    last = window.iloc[-1]
+    assert a["exit_price"] == last["close"] + (0.0 if a["side"] == "long" else last["spread"])
+    assert agg["high"] == window["high"].max() and agg["low"] == window["low"].min()
+    assert len(rep["path"]) <= 502 and rep["path"]["ts"].is_monotonic_increasing
