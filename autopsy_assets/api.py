@@ -17,7 +17,8 @@ from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
 from autopsy_assets.domain.validation import InputError, Quarantine, validate_candles, validate_insights
 
 __all__ = ["label_outcomes", "replay_audits", "detect_patterns", "verify_insight_patterns",
-           "analyze_failures", "replay_window", "InputError", "Quarantine"]
+           "analyze_failures", "replay_window", "build_dataset", "train_meta_model",
+           "score_insights", "explain_insights", "strategy_health", "InputError", "Quarantine"]
 
 
 def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
@@ -226,3 +227,64 @@ def replay_window(audit: dict | pd.Series, read_blocks, max_points: int = 500) -
     keep |= {int(window["high"].idxmax()), int(window["low"].idxmin())}
     path = window.loc[sorted(keep), ["ts", "close"]].reset_index(drop=True)
     return {"candles": window, "aggregate": aggregate, "path": path}
+
+
+def build_dataset(insights: pd.DataFrame, audits: pd.DataFrame, candles: pd.DataFrame | None = None,
+                  news: pd.DataFrame | None = None, regimes: pd.DataFrame | None = None,
+                  horizon: str = "24H") -> pd.DataFrame:
+    """One row per insight with a succeeded or failed audit for ``horizon``: insight_id,
+    created_at, symbol, strategy, the feature columns (``attrs["feature_names"]``), label
+    (1 succeeded, 0 failed), and exit_time, user_id, pnl_pct (carried, never features).
+    Every feature is known at created_at; missing optional sources leave theirs NaN.
+    Bad insight and candle rows are left out (``attrs["quarantine"]``)."""
+    from autopsy_assets.domain import features
+
+    clean_ins, q_ins = validate_insights(insights)
+    quarantine = Quarantine(q_ins)
+    if candles is not None:
+        candles, q_can, _ = validate_candles(candles)
+        quarantine = quarantine + q_can
+    out = features.build_dataset(clean_ins, audits, candles=candles, news=news, regimes=regimes,
+                                 horizon=str(horizon).upper())
+    out.attrs["quarantine"] = quarantine
+    return out
+
+
+def train_meta_model(dataset: pd.DataFrame, validation_from=None, kind: str = "hgb", **kwargs):
+    """A fitted meta-model (gradient boosting by default, ``kind="rf"`` for a bounded random
+    forest) trained on rows created before ``validation_from`` whose label was known by then
+    (default: the last 30% of the time range is held out) and evaluated on the rest.
+    It exposes ``feature_names`` and ``metrics`` (overall and per symbol: precision, recall,
+    false-positive rate, expectancy of the kept insights, and fp_cut with its bootstrap bounds)."""
+    from autopsy_assets.domain import meta_model
+
+    return meta_model.train_meta_model(dataset, validation_from=validation_from, kind=kind, **kwargs)
+
+
+def score_insights(dataset: pd.DataFrame, model) -> pd.Series:
+    """Success probabilities aligned with ``dataset``; ``model`` is a fitted meta-model or a
+    ``models:/autopsy-meta-<strategy>@champion`` URI."""
+    from autopsy_assets.domain import meta_model
+
+    return meta_model.score_insights(dataset, model)
+
+
+def explain_insights(dataset: pd.DataFrame, model, top_n: int = 5) -> pd.DataFrame:
+    """SHAP per insight: base value, one contribution per feature, the model output they add up
+    to (checked to 1e-6), the top features and a one-line summary a trader reads."""
+    from autopsy_assets.domain import meta_model
+
+    if isinstance(model, str):
+        from autopsy_assets.registry import load_meta_model
+        model = load_meta_model(model)
+    return meta_model.explain_insights(dataset, model, top_n=top_n)
+
+
+def strategy_health(audits: pd.DataFrame, causes: pd.DataFrame | None = None,
+                    horizon: str | None = None) -> pd.DataFrame:
+    """KPI table per strategy and per strategy x symbol: success and false-positive rates,
+    expectancy, drawdown, duration, counts per outcome and, with ``causes``, the share of
+    failures per primary cause."""
+    from autopsy_assets.domain import health
+
+    return health.strategy_health(audits, causes, horizon=horizon)

@@ -5,6 +5,11 @@
     autopsy run --insight-id INS-000123 --force
     autopsy run --last-days 7 --dry-run
     autopsy quarantine [--source insights]
+    autopsy retrain request --strategy ZenithEdge --by alice --reason "fp rate up"
+    autopsy retrain list [--status pending_approval]      autopsy retrain show ID
+    autopsy approve ID --reviewer bob [--notes TEXT]      autopsy reject ID --reviewer bob --notes TEXT
+    autopsy rollback --strategy ZenithEdge --by bob --reason TEXT
+    autopsy report                                        strategy health per strategy
 
 Runs execute in-process against $DAGSTER_HOME (synchronous: the command returns when the run is
 done) and show in the Dagster UI (`make ui`) afterwards.
@@ -99,9 +104,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_summary(store, pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1),
                    result.run_id, seconds)
     print(f"\nDagster run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
-    print(f"Instance: {os.environ['DAGSTER_HOME']}   Audit store: {store.url if hasattr(store, 'url') else ''}")
-    print("Open the UI on the same instance with `make ui` (http://127.0.0.1:3000).")
-    return 0 if result.success else 1
+    if not result.success:
+        return 1
+    ok = _demo_learning_loop(store)
+    print(f"\nInstance: {os.environ['DAGSTER_HOME']}   Audit store: {store.url}")
+    print("Open the Dagster UI on the same instance with `make ui` (http://127.0.0.1:3000) and the "
+          "MLflow registry with `make mlflow-ui` (http://127.0.0.1:5000).")
+    return 0 if ok else 1
+
+
+def _demo_learning_loop(store) -> bool:
+    """The whole retrain lifecycle once per strategy, as demo-requester and demo-reviewer, then
+    the learning assets (explanations under the new champions, suggestions, health)."""
+    registry, client = _registry()
+    started = time.perf_counter()
+    print("\nLearning loop: retrain request -> simulation -> approval -> champion, per strategy")
+    strategies = sorted(store.read_insights()["strategy"].dropna().unique())
+    for strategy in strategies:
+        result = _run_op_job("retrain_simulation_job", {"simulate_retrain": {"config": {
+            "strategy": strategy, "requested_by": "demo-requester",
+            "reason": "first meta-model on the demo data"}}}, {"autopsy/trigger": "demo"})
+        if not result.success:
+            print(f"  {strategy}: simulation failed: {_failure_message(result)}")
+            continue
+        rid = result.output_for_node("simulate_retrain")
+        info = registry.show_request(rid, client=client, store=store)
+        gate = info.get("gate") or {}
+        cut = ((info.get("metrics_after_simulation") or {}).get("overall") or {}).get("fp_cut")
+        if not gate.get("passed"):
+            print(f"  {strategy}: request {rid[:8]} simulated; the gate refuses promotion: "
+                  + "; ".join(gate.get("reasons", [])))
+            continue
+        approved = _run_op_job("retrain_training_job", {"train_approved": {"config": {
+            "request_id": rid, "reviewer": "demo-reviewer", "notes": "demo approval"}}},
+            {"autopsy/trigger": "demo"})
+        if not approved.success:
+            print(f"  {strategy}: approval refused: {_failure_message(approved)}")
+            continue
+        info = registry.show_request(rid, client=client, store=store)
+        print(f"  {strategy}: champion {info.get('model_version')} (request {rid[:8]}, "
+              f"validation fp_cut {cut:.1%} at 95% of successes kept)")
+    learning = _execute_assets("learning_job")
+    print(f"  learning assets (dataset, registry view, SHAP explanations, suggestions, health): "
+          f"{'SUCCESS' if learning.success else 'FAILURE: ' + _failure_message(learning)}")
+    print(f"  learning loop took {time.perf_counter() - started:.1f} s")
+    return learning.success
+
+
+def _execute_assets(job_name: str):
+    import dagster as dg
+
+    from autopsy_assets.definitions import defs
+
+    level = os.environ.get("AUTOPSY_LOG_LEVEL", "WARNING")
+    with dg.DagsterInstance.get() as instance:
+        return defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, raise_on_error=False, tags={"autopsy/trigger": "demo"},
+            run_config={"loggers": {"console": {"config": {"log_level": level}}}})
 
 
 def _date(value: str) -> pd.Timestamp:
@@ -186,6 +245,152 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failure_message(result) -> str:
+    """The error a failed in-process run raised, as the sentence a person needs."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            err = event.step_failure_data.error
+            while err is not None and err.cause is not None and "LifecycleError" not in err.cls_name:
+                err = err.cause
+            message = (err.message if err is not None else "").strip()
+            return message.split("LifecycleError: ", 1)[-1]
+    return "the run failed (see the Dagster UI)"
+
+
+def _print_metrics(title: str, metrics: dict | None) -> None:
+    if not metrics:
+        print(f"  {title}: none")
+        return
+    overall = metrics.get("overall", metrics)
+    keys = [k for k in ("fp_cut", "fp_cut_lower", "precision", "recall", "fpr", "expectancy", "n")
+            if k in overall]
+    print(f"  {title}: " + ", ".join(f"{k} {overall[k]:.3g}" if isinstance(overall[k], float)
+                                      else f"{k} {overall[k]}" for k in keys))
+    for symbol, m in sorted((metrics.get("per_symbol") or {}).items()):
+        print(f"    {symbol:8s} " + ", ".join(
+            f"{k} {m[k]:.3g}" for k in ("fp_cut", "fpr", "expectancy") if isinstance(m.get(k), float))
+            + f", rows {m.get('n', '?')}")
+
+
+def _print_request(info: dict) -> None:
+    print(f"request {info['request_id']}  strategy {info.get('strategy')}  status {info.get('status')}")
+    print(f"  requested by {info.get('requested_by')}: {info.get('reason')}")
+    if info.get("reviewer"):
+        print(f"  reviewed by {info.get('reviewer')}: {info.get('review_notes', '')}")
+    _print_metrics("metrics_before (champion)", info.get("metrics_before"))
+    _print_metrics("metrics_after_simulation (candidate)", info.get("metrics_after_simulation"))
+    gate = info.get("gate") or {}
+    if gate:
+        print(f"  gate: {'PASSES' if gate.get('passed') else 'REFUSES'}")
+        for reason in gate.get("reasons", []):
+            print(f"    - {reason}")
+    if info.get("model_version"):
+        print(f"  model version: {info['model_version']}")
+    for t in info.get("trail", []):
+        print(f"  {t.get('at')}  {t.get('from_status') or '-':>16} -> {t.get('to_status'):<16} "
+              f"by {t.get('actor')}  {t.get('reason') or ''}")
+
+
+def _registry():
+    from autopsy_assets import registry
+    from autopsy_assets.resources import MlflowResource
+    return registry, MlflowResource().client()
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    _ensure_instance_home()
+    registry, client = _registry()
+    store = _store()
+    if args.action == "list":
+        frame = registry.list_requests(status=args.status, strategy=args.strategy, client=client,
+                                       store=store)
+        print(frame.to_string(index=False) if len(frame) else "no retrain requests")
+        return 0
+    if args.action == "show":
+        _print_request(registry.show_request(args.request_id, client=client, store=store))
+        return 0
+    # request: record it, then simulate at once in an in-process Dagster run
+    config = {"strategy": args.strategy, "requested_by": args.by, "reason": args.reason}
+    result = _run_op_job("retrain_simulation_job", {"simulate_retrain": {"config": config}},
+                         {"autopsy/trigger": "cli", "autopsy/requested_by": args.by})
+    if not result.success:
+        print(f"refused: {_failure_message(result)}", file=sys.stderr)
+        return 1
+    rid = result.output_for_node("simulate_retrain")
+    print(rid)
+    _print_request(registry.show_request(rid, client=client, store=store))
+    return 0
+
+
+def _run_op_job(name: str, ops_config: dict, tags: dict):
+    import dagster as dg
+
+    from autopsy_assets.definitions import defs
+
+    # a refusal is reported by the command in one sentence; its trace stays in the Dagster UI
+    level = os.environ.get("AUTOPSY_LOG_LEVEL", "CRITICAL")
+    with dg.DagsterInstance.get() as instance:
+        return defs.resolve_job_def(name).execute_in_process(
+            instance=instance, raise_on_error=False, tags=tags,
+            run_config={"ops": ops_config, "loggers": {"console": {"config": {"log_level": level}}}})
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    _ensure_instance_home()
+    result = _run_op_job("retrain_training_job", {"train_approved": {"config": {
+        "request_id": args.request_id, "reviewer": args.reviewer, "notes": args.notes or ""}}},
+        {"autopsy/trigger": "cli", "autopsy/reviewer": args.reviewer})
+    if not result.success:
+        print(f"refused: {_failure_message(result)}", file=sys.stderr)
+        return 1
+    registry, client = _registry()
+    _print_request(registry.show_request(args.request_id, client=client, store=_store()))
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    _ensure_instance_home()
+    registry, client = _registry()
+    try:
+        registry.reject(args.request_id, args.reviewer, args.notes, _store(), client=client)
+    except registry.LifecycleError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"request {args.request_id} rejected by {args.reviewer}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    _ensure_instance_home()
+    registry, client = _registry()
+    try:
+        out = registry.rollback(args.strategy, args.by, args.reason, _store(), client=client)
+    except registry.LifecycleError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.strategy}: champion rolled back: {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autopsy_assets import api
+
+    store = _store()
+    audits = store.current_audits(horizons=[args.horizon])
+    if audits.empty:
+        print("no audits yet: run `autopsy demo` or `autopsy run` first")
+        return 0
+    causes = store.read_rca(primary_only=True)
+    table = api.strategy_health(audits, causes if len(causes) else None, horizon=args.horizon)
+    cols = [c for c in ("strategy", "symbol", "n_audited", "success_rate", "false_positive_rate",
+                        "expectancy", "avg_drawdown", "avg_duration_minutes", "news_impact_ratio",
+                        "regime_drift_ratio") if c in table]
+    level = "strategy" if not args.by_symbol else "strategy_symbol"
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print(table.loc[table["level"] == level, cols].to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autopsy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,6 +413,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--source", choices=["insights", "candles", "news", "rules", "regimes"])
     q.add_argument("--limit", type=int, default=50)
     q.set_defaults(fn=cmd_quarantine)
+    rt = sub.add_parser("retrain", help="retrain requests: request, list, show")
+    rts = rt.add_subparsers(dest="action", required=True)
+    req = rts.add_parser("request", help="record a request and simulate it at once")
+    req.add_argument("--strategy", required=True)
+    req.add_argument("--by", required=True, help="who asks")
+    req.add_argument("--reason", required=True)
+    lst = rts.add_parser("list")
+    lst.add_argument("--status")
+    lst.add_argument("--strategy")
+    shw = rts.add_parser("show")
+    shw.add_argument("request_id")
+    rt.set_defaults(fn=cmd_retrain)
+    ap = sub.add_parser("approve", help="approve a simulated request: train, register, promote")
+    ap.add_argument("request_id")
+    ap.add_argument("--reviewer", required=True)
+    ap.add_argument("--notes", default="")
+    ap.set_defaults(fn=cmd_approve)
+    rj = sub.add_parser("reject", help="reject a simulated request")
+    rj.add_argument("request_id")
+    rj.add_argument("--reviewer", required=True)
+    rj.add_argument("--notes", required=True)
+    rj.set_defaults(fn=cmd_reject)
+    rb = sub.add_parser("rollback", help="move a strategy's champion back to the previous version")
+    rb.add_argument("--strategy", required=True)
+    rb.add_argument("--by", required=True)
+    rb.add_argument("--reason", required=True)
+    rb.set_defaults(fn=cmd_rollback)
+    rp = sub.add_parser("report", help="strategy health")
+    rp.add_argument("--horizon", default="24H")
+    rp.add_argument("--by-symbol", action="store_true")
+    rp.set_defaults(fn=cmd_report)
     return p
 
 

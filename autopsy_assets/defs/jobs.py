@@ -18,3 +18,11 @@ label_job = dg.define_asset_job(
 relabel_job = dg.define_asset_job(
     "relabel_job", selection=["labeled_audits", "rca_findings"], tags={"autopsy/db": "audit"},
     description="Re-label the insights of the day(s) from stored candles and re-analyse failures.")
+
+# The learning loop's assets: dataset, registry view, explanations, suggestions, health.
+learning_job = dg.define_asset_job(
+    "learning_job", selection=["training_dataset", "model_versions", "explanations",
+                               "rule_suggestions", "strategy_health"],
+    tags={"autopsy/db": "audit"},
+    description="Rebuild the training dataset, refresh the registry view, explain every audited "
+                "insight under its champion, search rule suggestions and strategy health.")

@@ -167,6 +167,18 @@ class RegimeSource(dg.ConfigurableResource):
         return _between(_read_table(self.path), "ts", start, end).reset_index(drop=True)
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + registry. tracking_uri: empty means MLFLOW_TRACKING_URI, else the local
+    SQLite store .autopsy/mlflow.db with artifacts under .autopsy/mlartifacts. A small resource
+    around MlflowClient (dagster-mlflow's old-style resource ends runs at process exit)."""
+
+    tracking_uri: str = ""
+
+    def client(self):
+        from autopsy_assets.registry import get_client
+        return get_client(self.tracking_uri or None)
+
+
 def default_resources() -> dict[str, object]:
     return {
         "audit_store": AuditStoreResource(),
@@ -174,4 +186,5 @@ def default_resources() -> dict[str, object]:
         "insight_source": InsightSource(),
         "news_source": NewsSource(),
         "regime_source": RegimeSource(),
+        "mlflow": MlflowResource(),
     }
