@@ -45,20 +45,29 @@ def _ensure_instance_home() -> Path:
     return path
 
 
-def _execute(job_name: str, first_day: str, last_day: str, run_config: dict | None, tags: dict):
+def _run_job(job_name: str, run_config: dict | None = None, tags: dict | None = None,
+             quiet: bool = False):
+    """Execute a job in-process on the configured instance (synchronous; the run shows in the
+    UI). The console shows warnings (quarantine counts, failures), or nothing when ``quiet``: a
+    command that reports a refusal in one sentence leaves the trace to the UI."""
     import dagster as dg
 
     from autopsy_assets.definitions import defs
 
-    job = defs.resolve_job_def(job_name)
-    # the console shows warnings (quarantine counts, failures); every event is in the UI anyway
-    level = os.environ.get("AUTOPSY_LOG_LEVEL", "WARNING")
+    level = os.environ.get("AUTOPSY_LOG_LEVEL", "CRITICAL" if quiet else "WARNING")
     config = {"loggers": {"console": {"config": {"log_level": level}}}, **(run_config or {})}
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance, run_config=config, raise_on_error=False,
-            tags={RANGE_START: first_day, RANGE_END: last_day, **tags})
-    return result
+        return defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, run_config=config, raise_on_error=False, tags=tags or {})
+
+
+def _execute(job_name: str, first_day: str, last_day: str, run_config: dict | None, tags: dict):
+    """A partition range of an asset job in one run."""
+    return _run_job(job_name, run_config, {RANGE_START: first_day, RANGE_END: last_day, **tags})
+
+
+def _run_op_job(name: str, ops_config: dict, tags: dict):
+    return _run_job(name, {"ops": ops_config}, tags, quiet=True)
 
 
 def _store():
@@ -144,23 +153,11 @@ def _demo_learning_loop(store) -> bool:
         info = registry.show_request(rid, client=client, store=store)
         print(f"  {strategy}: champion {info.get('model_version')} (request {rid[:8]}, "
               f"validation fp_cut {cut:.1%} at 95% of successes kept)")
-    learning = _execute_assets("learning_job")
+    learning = _run_job("learning_job", tags={"autopsy/trigger": "demo"})
     print(f"  learning assets (dataset, registry view, SHAP explanations, suggestions, health): "
           f"{'SUCCESS' if learning.success else 'FAILURE: ' + _failure_message(learning)}")
     print(f"  learning loop took {time.perf_counter() - started:.1f} s")
     return learning.success
-
-
-def _execute_assets(job_name: str):
-    import dagster as dg
-
-    from autopsy_assets.definitions import defs
-
-    level = os.environ.get("AUTOPSY_LOG_LEVEL", "WARNING")
-    with dg.DagsterInstance.get() as instance:
-        return defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False, tags={"autopsy/trigger": "demo"},
-            run_config={"loggers": {"console": {"config": {"log_level": level}}}})
 
 
 def _date(value: str) -> pd.Timestamp:
@@ -322,19 +319,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_op_job(name: str, ops_config: dict, tags: dict):
-    import dagster as dg
-
-    from autopsy_assets.definitions import defs
-
-    # a refusal is reported by the command in one sentence; its trace stays in the Dagster UI
-    level = os.environ.get("AUTOPSY_LOG_LEVEL", "CRITICAL")
-    with dg.DagsterInstance.get() as instance:
-        return defs.resolve_job_def(name).execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags,
-            run_config={"ops": ops_config, "loggers": {"console": {"config": {"log_level": level}}}})
-
-
 def cmd_approve(args: argparse.Namespace) -> int:
     _ensure_instance_home()
     result = _run_op_job("retrain_training_job", {"train_approved": {"config": {
@@ -348,28 +332,31 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reject(args: argparse.Namespace) -> int:
+def _lifecycle_step(step, done: str) -> int:
+    """Run a registry step; a refusal (LifecycleError) is one sentence on stderr, exit code 1."""
     _ensure_instance_home()
     registry, client = _registry()
     try:
-        registry.reject(args.request_id, args.reviewer, args.notes, _store(), client=client)
+        out = step(registry, client, _store())
     except registry.LifecycleError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
-    print(f"request {args.request_id} rejected by {args.reviewer}")
+    print(done.format(out=out))
     return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _lifecycle_step(
+        lambda registry, client, store: registry.reject(args.request_id, args.reviewer, args.notes,
+                                                        store, client=client),
+        f"request {args.request_id} rejected by {args.reviewer}")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    _ensure_instance_home()
-    registry, client = _registry()
-    try:
-        out = registry.rollback(args.strategy, args.by, args.reason, _store(), client=client)
-    except registry.LifecycleError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.strategy}: champion rolled back: {out}")
-    return 0
+    return _lifecycle_step(
+        lambda registry, client, store: registry.rollback(args.strategy, args.by, args.reason,
+                                                          store, client=client),
+        f"{args.strategy}: champion rolled back: {{out}}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

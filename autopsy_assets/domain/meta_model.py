@@ -100,6 +100,8 @@ class MetaModel:
     reference: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     final: bool = False
+    # the last created_at a final fit learned from: a fair comparison scores it only on later rows
+    trained_until: str | None = None
     _explainer: Any = field(default=None, repr=False, compare=False)
 
     # -- sklearn-style
@@ -152,7 +154,8 @@ class MetaModel:
                          kind=self.kind, trained_on=dataset_hash(dataset),
                          validation_from=self.validation_from,
                          reference=_reference(X, self.feature_names), params=dict(self.params),
-                         final=True)
+                         final=True, trained_until=_times(dataset, "created_at").max().isoformat()
+                         if "created_at" in dataset and len(dataset) else None)
 
     # -- what the registry stores beside the estimator
     def to_metadata(self) -> dict:
@@ -162,7 +165,7 @@ class MetaModel:
                           "threshold": self.threshold, "kind": self.kind,
                           "trained_on": self.trained_on, "validation_from": self.validation_from,
                           "reference": self.reference, "params": self.params,
-                          "final": self.final})
+                          "final": self.final, "trained_until": self.trained_until})
 
     @classmethod
     def from_metadata(cls, estimator, meta: dict) -> MetaModel:
@@ -173,7 +176,8 @@ class MetaModel:
                    metrics=meta.get("metrics") or {}, threshold=float(meta.get("threshold", 0.5)),
                    kind=meta.get("kind", "hgb"), trained_on=meta.get("trained_on", ""),
                    validation_from=meta.get("validation_from"), reference=ref,
-                   params=meta.get("params") or {}, final=bool(meta.get("final", False)))
+                   params=meta.get("params") or {}, final=bool(meta.get("final", False)),
+                   trained_until=meta.get("trained_until"))
 
     def explainer(self):
         """The SHAP TreeExplainer of this model, built once and cached."""

@@ -29,6 +29,7 @@ from autopsy_assets.registry.lifecycle import (
     show_request,
     simulate,
     sync_status,
+    ui_decisions,
 )
 from autopsy_assets.registry.tracking import (
     META_EXPERIMENT,
@@ -55,5 +56,5 @@ __all__ = [
     "log_model_version", "model_name", "model_versions_frame", "promote", "promote_challenger",
     "reject", "request_retrain", "rollback", "rollback_alias", "rollback_request",
     "score_with_ab", "set_challenger", "show_request", "simulate", "sync_status",
-    "tracking_uri",
+    "tracking_uri", "ui_decisions",
 ]

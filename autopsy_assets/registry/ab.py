@@ -109,11 +109,16 @@ def compare_arms(audits: pd.DataFrame, *, min_rows: int = 30, tolerance: float =
 
 
 def _validation_fpr(champion_metrics: Any) -> float:
+    """The champion's validation false-positive rate from its metrics: MetaModel.metrics
+    ({"overall": {"fpr": ...}}), a MetaModel, or the flattened run metrics of
+    `model_versions_frame` ({"val.fpr": ...})."""
     m = getattr(champion_metrics, "metrics", champion_metrics)
     if not isinstance(m, Mapping):
         raise ValueError("champion_metrics must be the champion's metrics dict (or a MetaModel)")
-    overall = m.get("overall", m)
-    v = overall.get("fpr")
+    overall = m.get("overall")
+    v = overall.get("fpr") if isinstance(overall, Mapping) else None
+    if v is None:
+        v = m.get("fpr", m.get("val.fpr"))
     if v is None:
         raise ValueError("the champion's metrics have no validation false-positive rate (fpr)")
     return float(v)
@@ -123,8 +128,9 @@ def champion_degraded(audits_recent: pd.DataFrame, champion_metrics: Any, margin
                       min_rows: int = 30) -> tuple[bool, dict[str, Any]]:
     """(degraded, evidence): the false-positive rate of the finished audits in the trailing
     window `audits_recent` (failed / (succeeded + failed), current rows) exceeds the champion's
-    validation figure (`metrics["overall"]["fpr"]`) by more than `margin` (a fraction: 0.05 =
-    5 points). Never degraded on fewer than `min_rows` finished audits."""
+    validation figure (`metrics["overall"]["fpr"]`, or `val.fpr` of the flattened run metrics)
+    by more than `margin` (a fraction: 0.05 = 5 points). Never degraded on fewer than
+    `min_rows` finished audits."""
     base = _validation_fpr(champion_metrics)
     a = _finished(audits_recent)
     n, failed, rate = _fpr(a)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,6 @@ def _log_json(c: MlflowClient, run_id: str, obj: Any, path: str) -> None:
 
 
 def _load_json(c: MlflowClient, run_id: str, path: str) -> Any:
-
     with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
         try:
             local = c.download_artifacts(run_id, path, tmp)
@@ -239,8 +239,9 @@ def simulate(request_id: str, dataset: pd.DataFrame, store: Any, *, client: Clie
     `kind` and `params` (estimator parameters) are the candidate's; the final fit at approval
     reuses them.
     Logs metrics_before / metrics_after_simulation (overall and per symbol) and the gate result
-    to the request run. Returns {request_id, strategy, gate_passed, gate_reasons,
-    metrics_before, metrics_after_simulation, champion_version, validation_from}. An error while
+    to the request run. Returns {request_id, strategy, gate_passed, gate_reasons, gate
+    {passed, reasons, compared_with}, metrics_before, metrics_after_simulation,
+    champion_version, validation_from}. An error while
     simulating moves the request to `failed` (with the reason) and is re-raised."""
     c = get_client(client)
     run = _request_run(c, request_id)
@@ -250,13 +251,24 @@ def simulate(request_id: str, dataset: pd.DataFrame, store: Any, *, client: Clie
     _expect(rid, _status(store, rid), "requested", "simulate")
     mm = _mm()
     ds = _strategy_rows(dataset, strategy, rid)
+    champ_version = aliases(name, client=c).get("champion")
+    champion = (load_meta_model(f"models:/{name}/{champ_version}", client=c)
+                if champ_version is not None else None)
+    if validation_from is None and champion is not None and champion.trained_until:
+        # the champion's final fit learned every row up to trained_until: scoring it there would
+        # flatter it, so both models are compared on insights created after that only
+        default_vf = mm.split(ds)[2]
+        validation_from = max(default_vf, pd.Timestamp(champion.trained_until) + pd.Timedelta(1))
     try:
         train, val, vf = mm.split(ds, validation_from)
     except ValueError as exc:
         raise _refuse(rid, f"cannot split the dataset: {exc}") from exc
     if not train.any() or not val.any():
+        since = (f" (the champion {name}/{champ_version} learned every insight up to "
+                 f"{champion.trained_until}: wait for audits of later insights)"
+                 if champion is not None and champion.trained_until else "")
         raise _refuse(rid, f"the split at {vf.isoformat()} leaves {int(train.sum())} training "
-                           f"and {int(val.sum())} validation rows; both are needed")
+                           f"and {int(val.sum())} validation rows; both are needed{since}")
     if kind not in mm.KINDS:
         raise _refuse(rid, f"unknown model kind {kind!r} (expected one of {mm.KINDS})")
 
@@ -265,9 +277,7 @@ def simulate(request_id: str, dataset: pd.DataFrame, store: Any, *, client: Clie
         boot = {} if n_boot is None else {"n_boot": n_boot}
         candidate = mm.train_meta_model(ds, validation_from=vf, kind=kind,
                                         params=dict(params) if params else None, **boot)
-        champ_version = aliases(name, client=c).get("champion")
-        if champ_version is not None:
-            champion = load_meta_model(f"models:/{name}/{champ_version}", client=c)
+        if champion is not None:
             before = mm.evaluate_model(champion, ds, vf, **boot)
             gate = mm.promotion_gate(candidate.metrics, before)
         else:
@@ -284,7 +294,6 @@ def simulate(request_id: str, dataset: pd.DataFrame, store: Any, *, client: Clie
         _log_json(c, rid, candidate.to_metadata(), CANDIDATE_JSON)
         _snapshot_dataset(c, rid, ds)
         metrics = {**flatten_metrics(before, "before"), **flatten_metrics(after, "after")}
-        import time
         now = int(time.time() * 1000)
         ms = [Metric(k, v, now, 0) for k, v in metrics.items()]
         for i in range(0, len(ms), 1000):
@@ -307,7 +316,7 @@ def simulate(request_id: str, dataset: pd.DataFrame, store: Any, *, client: Clie
     _transition(c, store, rid, "simulating", "pending_approval", actor,
                 "gate passed" if passed else "gate failed: " + " ".join(reasons))
     return {"request_id": rid, "strategy": strategy, "gate_passed": passed,
-            "gate_reasons": reasons, "metrics_before": before,
+            "gate_reasons": reasons, "gate": gate_doc, "metrics_before": before,
             "metrics_after_simulation": after, "champion_version": champ_version,
             "validation_from": vf.isoformat()}
 
@@ -388,7 +397,8 @@ def approve(request_id: str, reviewer: str, notes: str = "", dataset: pd.DataFra
     _transition(c, store, rid, "training", "completed", who,
                 f"{name} version {version} is the champion")
     return {"request_id": rid, "strategy": strategy, "model_name": name, "version": version,
-            "run_id": model_run, "aliases": moved["aliases"]}
+            "model_version": f"{name}/{version}", "run_id": model_run,
+            "aliases": moved["aliases"]}
 
 
 def _approval_dataset(c: MlflowClient, rid: str, tags: Mapping[str, str],
@@ -532,7 +542,7 @@ def list_requests(status: str | None = None, strategy: str | None = None, *,
     df = pd.DataFrame(list(rows.values()), columns=list(REQUEST_COLUMNS))
     if store is not None and len(df):
         df["status"] = [store.latest_status(r) or s for r, s in zip(df["request_id"],
-                                                                    df["status"])]
+                                                                    df["status"], strict=True)]
         if status is not None:
             df = df[df["status"] == status]
     return df.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
@@ -566,6 +576,30 @@ def show_request(request_id: str, *, client: ClientLike = None,
         "metrics_after_simulation": _load_json(c, rid, AFTER_JSON),
         "tags": tags, "trail": trail,
     }
+
+
+def ui_decisions(*, client: ClientLike = None) -> pd.DataFrame:
+    """Decisions a reviewer wrote as tags in the MLflow UI on a pending request, for the approval
+    sensor to carry out with `approve` / `reject` (which still refuse self-approval and every
+    other illegal step): tag `approved_by` = the reviewer's name (optional `approval_notes`), or
+    `rejected_by` (optional `rejection_notes`). Columns: request_id, strategy, decision
+    (approve | reject), reviewer, notes."""
+    c = get_client(client)
+    cols = ["request_id", "strategy", "decision", "reviewer", "notes"]
+    exp = c.get_experiment_by_name(RETRAIN_EXPERIMENT)
+    if exp is None:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for decision, by, notes in (("approve", "approved_by", "approval_notes"),
+                                ("reject", "rejected_by", "rejection_notes")):
+        runs = c.search_runs([exp.experiment_id], filter_string=(
+            f"tags.status = 'pending_approval' AND tags.{by} != ''"), max_results=1000)
+        for r in runs:
+            t = r.data.tags
+            if t.get(ROLE_TAG) == "retrain_request" and t.get(by, "").strip():
+                rows.append([r.info.run_id, t.get("strategy"), decision, t[by].strip(),
+                             t.get(notes, "")])
+    return pd.DataFrame(rows, columns=cols)
 
 
 def version_of(request_id: str, *, client: ClientLike = None) -> tuple[str, str] | None:

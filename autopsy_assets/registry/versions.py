@@ -10,11 +10,13 @@ tag), the git commit, and the estimator (skops, reviewed trusted types) with `me
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
+from autopsy_assets.domain.meta_model import dataset_hash
 from autopsy_assets.registry.errors import LifecycleError
 from autopsy_assets.registry.tracking import (
     META_EXPERIMENT,
@@ -244,7 +247,7 @@ def _log_shap(client: MlflowClient, run_id: str, meta_model: Any, dataset: pd.Da
         data = dataset.loc[explanations.index]
     X = data[names].to_numpy(dtype=float)
     gi = mm.global_importance(explanations)
-    mean_abs = dict(zip(gi["feature"], gi["mean_abs_shap"].astype(float)))
+    mean_abs = dict(zip(gi["feature"], gi["mean_abs_shap"].astype(float), strict=True))
     if len(values):
         expl = shap.Explanation(values=values, base_values=base, data=X, feature_names=names)
         shap.plots.beeswarm(expl, max_display=15, show=False)
@@ -263,7 +266,7 @@ def _log_shap(client: MlflowClient, run_id: str, meta_model: Any, dataset: pd.Da
     importance: dict[str, Any] = {"mean_abs_shap": jsonable(mean_abs)}
     fi = getattr(meta_model.estimator, "feature_importances_", None)
     if fi is not None:
-        importance["impurity"] = {n: float(v) for n, v in zip(names, fi)}
+        importance["impurity"] = {n: float(v) for n, v in zip(names, fi, strict=True)}
     client.log_dict(run_id, importance, IMPORTANCE_JSON)
     top = sorted(mean_abs.items(), key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1))[:10]
     return {_METRIC_NAME_BAD.sub("_", f"shap.{k}"): float(v) for k, v in top if v == v}
@@ -320,8 +323,6 @@ def log_model_version(meta_model: Any, dataset: pd.DataFrame, strategy: str, *,
     est = meta_model.estimator
     trusted = skops_trusted_types(est)
     X = _feature_frame(meta_model, dataset)
-    from autopsy_assets.domain.meta_model import dataset_hash
-
     sha = dataset_hash(dataset)
     exp_id = ensure_experiment(c, META_EXPERIMENT)
     tags = {"strategy": strategy, "kind": str(getattr(meta_model, "kind", "") or ""),
@@ -364,16 +365,13 @@ def log_model_version(meta_model: Any, dataset: pd.DataFrame, strategy: str, *,
 
 def _log_batch(c: MlflowClient, run_id: str, metrics: Mapping[str, float],
                params: Mapping[str, str]) -> None:
-    import time
-
     now = int(time.time() * 1000)
     ms = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     ps = [Param(k, v) for k, v in params.items()]
-    for i in range(0, max(len(ms), 1), 1000):
-        c.log_batch(run_id, metrics=ms[i:i + 1000], params=ps if i == 0 else [])
-    if len(ps) > 100:  # log_batch takes at most 100 params per call
-        for i in range(100, len(ps), 100):
-            c.log_batch(run_id, params=ps[i:i + 100])
+    for i in range(0, len(ms), 1000):  # log_batch takes at most 1000 metrics per call
+        c.log_batch(run_id, metrics=ms[i:i + 1000])
+    for i in range(0, len(ps), 100):  # ... and at most 100 params
+        c.log_batch(run_id, params=ps[i:i + 100])
 
 
 def _register(c: MlflowClient, name: str, strategy: str, source: str, model_id: str,
@@ -421,6 +419,7 @@ def load_meta_model(uri_or_name_alias: str, *, client: ClientLike = None) -> Any
     mv = resolve_version(c, uri_or_name_alias)
     download_uri = c.get_model_version_download_uri(mv.name, mv.version)
     est, meta = _load_artifacts(client_uri(c), str(download_uri))
+    est, meta = copy.deepcopy(est), copy.deepcopy(meta)  # the cache's copy stays pristine
     from autopsy_assets.domain.meta_model import MetaModel
 
     model = MetaModel.from_metadata(est, meta)

@@ -54,3 +54,32 @@ def test_bad_arguments_are_refused_with_a_reason(home, capsys):
     assert cli.main(["run", "--insight-id", "NOPE"]) == 2
     assert "unknown insight id(s): NOPE" in capsys.readouterr().err
     assert cli.main(["run"]) == 2
+
+
+def test_retrain_lifecycle_commands(home, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/.autopsy/mlflow.db")
+    assert cli.main(["run", "--from-date", "2018-03-05", "--to-date", "2018-03-16",
+                     "--horizons", "24H"]) == 0
+    capsys.readouterr()
+    assert cli.main(["retrain", "request", "--strategy", "ZenithEdge", "--by", "alice",
+                     "--reason", "first model"]) == 0
+    out = capsys.readouterr().out
+    rid = out.splitlines()[0].strip()
+    assert len(rid) == 32 and "status pending_approval" in out and "gate:" in out
+    assert "requested by alice: first model" in out
+
+    assert cli.main(["approve", rid, "--reviewer", "alice"]) == 1
+    assert "cannot also approve it" in capsys.readouterr().err
+    assert cli.main(["reject", rid, "--reviewer", "bob", "--notes", "too few audits"]) == 0
+    assert f"request {rid} rejected by bob" in capsys.readouterr().out
+    assert cli.main(["approve", rid, "--reviewer", "bob"]) == 1     # already decided
+    assert "refused:" in capsys.readouterr().err
+    assert cli.main(["retrain", "show", rid]) == 0
+    out = capsys.readouterr().out
+    assert "status rejected" in out and "pending_approval -> rejected" in out and "by bob" in out
+    assert cli.main(["retrain", "list", "--status", "rejected"]) == 0
+    assert rid in capsys.readouterr().out
+    assert cli.main(["rollback", "--strategy", "ZenithEdge", "--by", "bob", "--reason", "x"]) == 1
+    assert "refused:" in capsys.readouterr().err
+    assert cli.main(["report"]) == 0
+    assert "ZenithEdge" in capsys.readouterr().out
