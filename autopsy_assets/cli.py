@@ -9,6 +9,7 @@
     autopsy retrain list [--status pending_approval]      autopsy retrain show ID
     autopsy approve ID --reviewer bob [--notes TEXT]      autopsy reject ID --reviewer bob --notes TEXT
     autopsy rollback --strategy ZenithEdge --by bob --reason TEXT
+    autopsy challenger set --strategy S --version 2 --by bob --reason "A/B"   (then: challenger promote)
     autopsy report                                        strategy health per strategy
 
 Runs execute in-process against $DAGSTER_HOME (synchronous: the command returns when the run is
@@ -359,6 +360,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"{args.strategy}: champion rolled back: {{out}}")
 
 
+def cmd_challenger(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        return _lifecycle_step(
+            lambda registry, client, store: registry.set_challenger(
+                args.strategy, args.version, args.by, args.reason, store, client=client),
+            f"{args.strategy}: challenger set to version {args.version} ({{out}})")
+
+    def promote(registry, client, store):
+        audits = store.current_audits(horizons=[args.horizon])
+        return registry.promote_challenger(args.strategy, args.by, args.reason,
+                                           registry.arm_audits(audits, store, args.strategy),
+                                           store, client=client)
+    return _lifecycle_step(promote, f"{args.strategy}: challenger promoted to champion ({{out}})")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from autopsy_assets import api
 
@@ -427,6 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--by", required=True)
     rb.add_argument("--reason", required=True)
     rb.set_defaults(fn=cmd_rollback)
+    ch = sub.add_parser("challenger", help="A/B: set a challenger version, or promote it when "
+                        "its arm is no worse than the champion's")
+    chs = ch.add_subparsers(dest="action", required=True)
+    chset = chs.add_parser("set")
+    chset.add_argument("--version", required=True)
+    chpro = chs.add_parser("promote")
+    chpro.add_argument("--horizon", default="24H")
+    for sp in (chset, chpro):
+        sp.add_argument("--strategy", required=True)
+        sp.add_argument("--by", required=True)
+        sp.add_argument("--reason", required=True)
+    ch.set_defaults(fn=cmd_challenger)
     rp = sub.add_parser("report", help="strategy health")
     rp.add_argument("--horizon", default="24H")
     rp.add_argument("--by-symbol", action="store_true")

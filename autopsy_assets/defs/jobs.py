@@ -22,7 +22,7 @@ relabel_job = dg.define_asset_job(
 # The learning loop's assets: dataset, registry view, explanations, suggestions, health.
 learning_job = dg.define_asset_job(
     "learning_job", selection=["training_dataset", "model_versions", "explanations",
-                               "rule_suggestions", "strategy_health"],
+                               "insight_scores", "rule_suggestions", "strategy_health"],
     tags={"autopsy/db": "audit"},
     description="Rebuild the training dataset, refresh the registry view, explain every audited "
                 "insight under its champion, search rule suggestions and strategy health.")

@@ -160,6 +160,43 @@ def strategy_health(context: dg.AssetExecutionContext, audit_store: AuditStoreRe
                                           "strategies": dg.MetadataValue.md(md_table(top[cols]))})
 
 
+class ScoringConfig(dg.Config):
+    horizon: str = DATASET_HORIZON
+    challenger_share: float = 0.2  # users sent to the challenger, when one is set
+
+
+@dg.asset(group_name="learning", deps=["model_versions"], kinds={"mlflow", "sqlalchemy"})
+def insight_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
+                   audit_store: AuditStoreResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Every audited insight scored by its strategy's champion, or by the challenger for the
+    users a stable sha256 of user_id puts in the challenger arm; the arms are recorded with the
+    audits, and each arm's false-positive rate compared (the A/B evidence for a promotion)."""
+    from autopsy_assets import registry
+
+    store, client = audit_store.get(), mlflow.client()
+    versions = registry.model_versions_frame(client=client)
+    champions = versions[versions["aliases"].map(lambda a: "champion" in a)] if len(versions) else versions
+    if champions.empty:
+        return dg.MaterializeResult(metadata={"scored": 0, "note": "no champion model yet"})
+    ds = load_dataset(store, config.horizon)
+    audits = store.current_audits(horizons=[config.horizon])
+    scored, rows = 0, []
+    for row in champions.itertuples():
+        part = ds[ds["strategy"] == row.strategy]
+        if part.empty:
+            continue
+        scores = registry.score_with_ab(part, row.strategy, config.challenger_share, store,
+                                        client=client)
+        scored += len(scores)
+        passed, evidence = registry.compare_arms(registry.arm_audits(audits, store, row.strategy))
+        rows.append({"strategy": row.strategy, "champion_rows": int((scores["arm"] == "champion").sum()),
+                     "challenger_rows": int((scores["arm"] == "challenger").sum()),
+                     "challenger_no_worse": passed,
+                     "evidence": json.dumps(evidence, default=str)[:200]})
+    return dg.MaterializeResult(metadata={"scored": scored,
+                                          "arms": dg.MetadataValue.md(md_table(pd.DataFrame(rows)))})
+
+
 # --- the retrain lifecycle as op jobs (so every simulation and training is a Dagster run) -------
 
 class RetrainRequestConfig(dg.Config):
