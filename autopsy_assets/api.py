@@ -5,6 +5,7 @@ returns the rejected rows in ``result.attrs["quarantine"]`` (a `Quarantine`: an 
 of dicts with source, row_id and reason). It raises only when a required column is missing or
 nothing valid is left.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -14,18 +15,38 @@ import pandas as pd
 
 from autopsy_assets.domain import labeling, rules as rules_mod
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
-from autopsy_assets.domain.validation import InputError, Quarantine, validate_candles, validate_insights
+from autopsy_assets.domain.validation import (
+    InputError,
+    Quarantine,
+    validate_candles,
+    validate_insights,
+)
 
-__all__ = ["label_outcomes", "replay_audits", "detect_patterns", "verify_insight_patterns",
-           "analyze_failures", "replay_window", "build_dataset", "train_meta_model",
-           "score_insights", "explain_insights", "strategy_health", "InputError", "Quarantine"]
+__all__ = [
+    "label_outcomes",
+    "replay_audits",
+    "detect_patterns",
+    "verify_insight_patterns",
+    "analyze_failures",
+    "replay_window",
+    "build_dataset",
+    "train_meta_model",
+    "score_insights",
+    "explain_insights",
+    "strategy_health",
+    "InputError",
+    "Quarantine",
+]
 
 
-def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
-                   horizons: Sequence[str] = ("1H", "4H", "24H", "7D"),
-                   rules: pd.DataFrame | Iterable[dict] | None = None,
-                   now: pd.Timestamp | str | None = None,
-                   instruments_path: str | None = None) -> pd.DataFrame:
+def label_outcomes(
+    insights: pd.DataFrame,
+    candles: pd.DataFrame,
+    horizons: Sequence[str] = ("1H", "4H", "24H", "7D"),
+    rules: pd.DataFrame | Iterable[dict] | None = None,
+    now: pd.Timestamp | str | None = None,
+    instruments_path: str | None = None,
+) -> pd.DataFrame:
     """Label every insight x horizon: succeeded, failed, neutral, filtered_out, pending or
     needs_review, with exit, excursions and a reproducible snapshot identity.
 
@@ -59,16 +80,21 @@ def label_outcomes(insights: pd.DataFrame, candles: pd.DataFrame,
     clean_candles, q_can, notes = validate_candles(candles, instruments_path)
     quarantine = Quarantine(q_ins) + q_can
     if clean_insights.empty and len(insights):
-        raise InputError(f"no valid insight left: all {len(insights)} rows were rejected "
-                         f"(first: {q_ins[0]['row_id']}: {q_ins[0]['reason']})")
+        raise InputError(
+            f"no valid insight left: all {len(insights)} rows were rejected "
+            f"(first: {q_ins[0]['row_id']}: {q_ins[0]['reason']})"
+        )
     if clean_candles.empty and len(candles):
-        raise InputError(f"no valid candle left: all {len(candles)} rows were rejected "
-                         f"(first: {q_can[0]['row_id']}: {q_can[0]['reason']})")
+        raise InputError(
+            f"no valid candle left: all {len(candles)} rows were rejected "
+            f"(first: {q_can[0]['row_id']}: {q_can[0]['reason']})"
+        )
     if clean_insights.empty:
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
     else:
-        result = labeling.label(clean_insights, clean_candles, horizons, rule_frame, now,
-                                instruments_path)
+        result = labeling.label(
+            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path
+        )
     result.attrs["quarantine"] = quarantine
     result.attrs["notes"] = tuple(notes)
     return result
@@ -93,20 +119,42 @@ def replay_audits(audits: pd.DataFrame, insights: pd.DataFrame, read_blocks) -> 
             candles = read_blocks(hashes)
             ins = by_id.loc[[a.insight_id]].reset_index(drop=True)
             rule = json.loads(a.rule_snapshot)
-            out = label_outcomes(ins, candles, horizons=(a.horizon,), rules=[rule],
-                                 now=pd.Timestamp(a.window_end))
+            out = label_outcomes(
+                ins, candles, horizons=(a.horizon,), rules=[rule], now=pd.Timestamp(a.window_end)
+            )
             if len(out):
-                replayed_outcome, replayed_hash = out["outcome"].iloc[0], out["snapshot_hash"].iloc[0]
-        rows.append({"insight_id": a.insight_id, "horizon": a.horizon, "outcome": a.outcome,
-                     "replayed_outcome": replayed_outcome, "snapshot_hash": a.snapshot_hash,
-                     "replayed_hash": replayed_hash,
-                     "match": replayed_hash == a.snapshot_hash and replayed_outcome == a.outcome})
-    return pd.DataFrame(rows, columns=["insight_id", "horizon", "outcome", "replayed_outcome",
-                                       "snapshot_hash", "replayed_hash", "match"])
+                replayed_outcome, replayed_hash = (
+                    out["outcome"].iloc[0],
+                    out["snapshot_hash"].iloc[0],
+                )
+        rows.append(
+            {
+                "insight_id": a.insight_id,
+                "horizon": a.horizon,
+                "outcome": a.outcome,
+                "replayed_outcome": replayed_outcome,
+                "snapshot_hash": a.snapshot_hash,
+                "replayed_hash": replayed_hash,
+                "match": replayed_hash == a.snapshot_hash and replayed_outcome == a.outcome,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "insight_id",
+            "horizon",
+            "outcome",
+            "replayed_outcome",
+            "snapshot_hash",
+            "replayed_hash",
+            "match",
+        ],
+    )
 
 
-def detect_patterns(candles: pd.DataFrame, swing_length: int = 5, breakout_lookback: int = 20,
-                    **kwargs) -> pd.DataFrame:
+def detect_patterns(
+    candles: pd.DataFrame, swing_length: int = 5, breakout_lookback: int = 20, **kwargs
+) -> pd.DataFrame:
     """Every BOS, CHOCH, FVG, OB and BREAKOUT in ``candles``, stamped at the bar that confirms it.
 
     One row per pattern: symbol, timeframe, kind, direction (bullish|bearish), ts (the confirming
@@ -119,8 +167,9 @@ def detect_patterns(candles: pd.DataFrame, swing_length: int = 5, breakout_lookb
     clean, quarantine, notes = validate_candles(candles)
     if clean.empty and len(candles):
         raise InputError(f"no valid candle left: all {len(candles)} rows were rejected")
-    out = patterns.detect_patterns(clean, swing_length=swing_length,
-                                   breakout_lookback=breakout_lookback, **kwargs)
+    out = patterns.detect_patterns(
+        clean, swing_length=swing_length, breakout_lookback=breakout_lookback, **kwargs
+    )
     out.attrs["quarantine"] = quarantine
     out.attrs["notes"] = tuple(notes)
     return out
@@ -140,8 +189,9 @@ def candles_for_timeframe(candles: pd.DataFrame, symbol: str, timeframe: str) ->
         return finer.iloc[0:0]
 
 
-def verify_insight_patterns(insights: pd.DataFrame, candles: pd.DataFrame,
-                            lookback_bars: int = 20) -> pd.DataFrame:
+def verify_insight_patterns(
+    insights: pd.DataFrame, candles: pd.DataFrame, lookback_bars: int = 20
+) -> pd.DataFrame:
     """Re-verify every pattern each insight claims, on the candles that existed at its
     created_at, in its direction and on its own timeframe (resampled from finer candles when
     the timeframe itself is absent).
@@ -153,29 +203,42 @@ def verify_insight_patterns(insights: pd.DataFrame, candles: pd.DataFrame,
 
     clean_ins, q_ins = validate_insights(insights)
     clean_candles, q_can, _ = validate_candles(candles)
-    claims = clean_ins[clean_ins["patterns"].astype(str).str.strip().ne("")
-                       & clean_ins["patterns"].notna()]
+    claims = clean_ins[
+        clean_ins["patterns"].astype(str).str.strip().ne("") & clean_ins["patterns"].notna()
+    ]
     parts = []
     for (symbol, tf), group in claims.groupby(["symbol", "timeframe"], sort=True):
         if not tf:
             tfs = clean_candles.loc[clean_candles["symbol"] == symbol, "timeframe"]
             from autopsy_assets.domain.schemas import TIMEFRAMES
+
             tf = min(tfs.unique(), key=TIMEFRAMES.get) if len(tfs) else ""
         bars = candles_for_timeframe(clean_candles, symbol, tf) if tf else clean_candles.iloc[0:0]
         if bars.empty:
-            parts.append(patterns.verify_patterns(group, bars.assign(timeframe=tf or "1h"),
-                                                  lookback_bars, bar_length=tf or "1h"))
+            parts.append(
+                patterns.verify_patterns(
+                    group, bars.assign(timeframe=tf or "1h"), lookback_bars, bar_length=tf or "1h"
+                )
+            )
             continue
         parts.append(patterns.verify_patterns(group, bars, lookback_bars))
-    out = (pd.concat(parts, ignore_index=True) if parts else
-           pd.DataFrame(columns=["insight_id", "pattern", "verified", "evidence"]))
+    out = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["insight_id", "pattern", "verified", "evidence"])
+    )
     out.attrs["quarantine"] = Quarantine(q_ins) + q_can
     return out
 
 
-def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame, candles: pd.DataFrame,
-                     news: pd.DataFrame | None = None, regimes: pd.DataFrame | None = None,
-                     **kwargs) -> pd.DataFrame:
+def analyze_failures(
+    audits: pd.DataFrame,
+    insights: pd.DataFrame,
+    candles: pd.DataFrame,
+    news: pd.DataFrame | None = None,
+    regimes: pd.DataFrame | None = None,
+    **kwargs,
+) -> pd.DataFrame:
     """Ranked root causes of every failed or neutral audit (DESIGN.md section 2, "RCA causes").
 
     One row per (insight_id, horizon, cause): confidence (0-100, calibrated so that rank-1
@@ -189,7 +252,9 @@ def analyze_failures(audits: pd.DataFrame, insights: pd.DataFrame, candles: pd.D
 
     clean_ins, q_ins = validate_insights(insights)
     clean_candles, q_can, _ = validate_candles(candles)
-    out = rca.analyze_failures(audits, clean_ins, clean_candles, news=news, regimes=regimes, **kwargs)
+    out = rca.analyze_failures(
+        audits, clean_ins, clean_candles, news=news, regimes=regimes, **kwargs
+    )
     out.attrs["quarantine"] = Quarantine(q_ins) + q_can
     return out
 
@@ -204,7 +269,11 @@ def replay_window(audit: dict | pd.Series, read_blocks, max_points: int = 500) -
     """
     audit = pd.Series(audit)
     hashes = [h for h in str(audit["candle_blocks"]).split(",") if h]
-    empty = {"candles": pd.DataFrame(), "aggregate": {}, "path": pd.DataFrame(columns=["ts", "close"])}
+    empty = {
+        "candles": pd.DataFrame(),
+        "aggregate": {},
+        "path": pd.DataFrame(columns=["ts", "close"]),
+    }
     if not hashes:
         return empty
     candles = read_blocks(hashes)
@@ -214,24 +283,37 @@ def replay_window(audit: dict | pd.Series, read_blocks, max_points: int = 500) -
     until = audit.get("candles_until")
     until = end if until is None or pd.isna(until) else min(pd.Timestamp(until), end)
     from autopsy_assets.domain.schemas import TIMEFRAMES
+
     bar = pd.Timedelta(minutes=TIMEFRAMES.get(str(audit.get("candle_timeframe")), 1))
-    window = candles[(candles["ts"] >= start) & (candles["ts"] + bar <= until)].reset_index(drop=True)
+    window = candles[(candles["ts"] >= start) & (candles["ts"] + bar <= until)].reset_index(
+        drop=True
+    )
     if window.empty:
         return empty
-    aggregate = {"open": float(window["open"].iloc[0]), "high": float(window["high"].max()),
-                 "low": float(window["low"].min()), "close": float(window["close"].iloc[-1]),
-                 "volume": float(window["volume"].sum(min_count=1)) if "volume" in window else float("nan"),
-                 "bars": int(len(window)), "first_bar": window["ts"].iloc[0],
-                 "last_bar": window["ts"].iloc[-1]}
+    aggregate = {
+        "open": float(window["open"].iloc[0]),
+        "high": float(window["high"].max()),
+        "low": float(window["low"].min()),
+        "close": float(window["close"].iloc[-1]),
+        "volume": float(window["volume"].sum(min_count=1)) if "volume" in window else float("nan"),
+        "bars": int(len(window)),
+        "first_bar": window["ts"].iloc[0],
+        "last_bar": window["ts"].iloc[-1],
+    }
     keep = set(np.linspace(0, len(window) - 1, min(max_points, len(window))).round().astype(int))
     keep |= {int(window["high"].idxmax()), int(window["low"].idxmin())}
     path = window.loc[sorted(keep), ["ts", "close"]].reset_index(drop=True)
     return {"candles": window, "aggregate": aggregate, "path": path}
 
 
-def build_dataset(insights: pd.DataFrame, audits: pd.DataFrame, candles: pd.DataFrame | None = None,
-                  news: pd.DataFrame | None = None, regimes: pd.DataFrame | None = None,
-                  horizon: str = "24H") -> pd.DataFrame:
+def build_dataset(
+    insights: pd.DataFrame,
+    audits: pd.DataFrame,
+    candles: pd.DataFrame | None = None,
+    news: pd.DataFrame | None = None,
+    regimes: pd.DataFrame | None = None,
+    horizon: str = "24H",
+) -> pd.DataFrame:
     """One row per insight with a succeeded or failed audit for ``horizon``: insight_id,
     created_at, symbol, strategy, the feature columns (``attrs["feature_names"]``), label
     (1 succeeded, 0 failed), and exit_time, user_id, pnl_pct (carried, never features).
@@ -244,8 +326,9 @@ def build_dataset(insights: pd.DataFrame, audits: pd.DataFrame, candles: pd.Data
     if candles is not None:
         candles, q_can, _ = validate_candles(candles)
         quarantine = quarantine + q_can
-    out = features.build_dataset(clean_ins, audits, candles=candles, news=news, regimes=regimes,
-                                 horizon=str(horizon).upper())
+    out = features.build_dataset(
+        clean_ins, audits, candles=candles, news=news, regimes=regimes, horizon=str(horizon).upper()
+    )
     out.attrs["quarantine"] = quarantine
     return out
 
@@ -258,7 +341,9 @@ def train_meta_model(dataset: pd.DataFrame, validation_from=None, kind: str = "h
     false-positive rate, expectancy of the kept insights, and fp_cut with its bootstrap bounds)."""
     from autopsy_assets.domain import meta_model
 
-    return meta_model.train_meta_model(dataset, validation_from=validation_from, kind=kind, **kwargs)
+    return meta_model.train_meta_model(
+        dataset, validation_from=validation_from, kind=kind, **kwargs
+    )
 
 
 def score_insights(dataset: pd.DataFrame, model) -> pd.Series:
@@ -276,12 +361,14 @@ def explain_insights(dataset: pd.DataFrame, model, top_n: int = 5) -> pd.DataFra
 
     if isinstance(model, str):
         from autopsy_assets.registry import load_meta_model
+
         model = load_meta_model(model)
     return meta_model.explain_insights(dataset, model, top_n=top_n)
 
 
-def strategy_health(audits: pd.DataFrame, causes: pd.DataFrame | None = None,
-                    horizon: str | None = None) -> pd.DataFrame:
+def strategy_health(
+    audits: pd.DataFrame, causes: pd.DataFrame | None = None, horizon: str | None = None
+) -> pd.DataFrame:
     """KPI table per strategy and per strategy x symbol: success and false-positive rates,
     expectancy, drawdown, duration, counts per outcome and, with ``causes``, the share of
     failures per primary cause."""

@@ -15,6 +15,7 @@
 Runs execute in-process against $DAGSTER_HOME (synchronous: the command returns when the run is
 done) and show in the Dagster UI (`make ui`) afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def _ensure_instance_home() -> Path:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         from autopsy_assets.resources import autopsy_home
+
         home = str(autopsy_home() / "dagster_home")
         os.environ["DAGSTER_HOME"] = home
     path = Path(home).resolve()
@@ -46,8 +48,9 @@ def _ensure_instance_home() -> Path:
     return path
 
 
-def _run_job(job_name: str, run_config: dict | None = None, tags: dict | None = None,
-             quiet: bool = False):
+def _run_job(
+    job_name: str, run_config: dict | None = None, tags: dict | None = None, quiet: bool = False
+):
     """Execute a job in-process on the configured instance (synchronous; the run shows in the
     UI). The console shows warnings (quarantine counts, failures), or nothing when ``quiet``: a
     command that reports a refusal in one sentence leaves the trace to the UI."""
@@ -59,7 +62,8 @@ def _run_job(job_name: str, run_config: dict | None = None, tags: dict | None = 
     config = {"loggers": {"console": {"config": {"log_level": level}}}, **(run_config or {})}
     with dg.DagsterInstance.get() as instance:
         return defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, run_config=config, raise_on_error=False, tags=tags or {})
+            instance=instance, run_config=config, raise_on_error=False, tags=tags or {}
+        )
 
 
 def _execute(job_name: str, first_day: str, last_day: str, run_config: dict | None, tags: dict):
@@ -73,17 +77,25 @@ def _run_op_job(name: str, ops_config: dict, tags: dict):
 
 def _store():
     from autopsy_assets.resources import AuditStoreResource
+
     return AuditStoreResource().get()
 
 
-def _print_summary(store, start: pd.Timestamp, end: pd.Timestamp, run_id: str, seconds: float) -> None:
+def _print_summary(
+    store, start: pd.Timestamp, end: pd.Timestamp, run_id: str, seconds: float
+) -> None:
     summary = store.outcome_summary(start, end)
     print("\nAudits per horizon and outcome (current rows):")
     if summary.empty:
         print("  none")
     else:
-        table = summary.pivot_table(index="horizon", columns="outcome", values="count",
-                                    aggfunc="sum", fill_value=0) if "count" in summary else summary
+        table = (
+            summary.pivot_table(
+                index="horizon", columns="outcome", values="count", aggfunc="sum", fill_value=0
+            )
+            if "count" in summary
+            else summary
+        )
         order = [h for h in HORIZONS if h in table.index]
         print(table.loc[order].to_string() if order else table.to_string())
     q = store.read_quarantine()
@@ -104,22 +116,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     first, last = span[0].strftime("%Y-%m-%d"), span[1].strftime("%Y-%m-%d")
     print(f"autopsy demo: materialising candles, insights and labeled_audits for {first} .. {last}")
-    print("  data: REAL EURUSD hourly candles (backtesting package's sample, 2017-04-19..2018-02-07)")
-    print("        + a GENERATED 1-minute market (EURUSD GBPUSD USDJPY XAUUSD BTCUSD, from 2018-03-05)")
-    print("        + GENERATED demo insights, a few of them deliberately bad (to show the quarantine)")
+    print(
+        "  data: REAL EURUSD hourly candles (backtesting package's sample, 2017-04-19..2018-02-07)"
+    )
+    print(
+        "        + a GENERATED 1-minute market (EURUSD GBPUSD USDJPY XAUUSD BTCUSD, from 2018-03-05)"
+    )
+    print(
+        "        + GENERATED demo insights, a few of them deliberately bad (to show the quarantine)"
+    )
     started = time.perf_counter()
     result = _execute("autopsy_job", first, last, None, {"autopsy/trigger": "demo"})
     seconds = time.perf_counter() - started
     store = _store()
-    _print_summary(store, pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1),
-                   result.run_id, seconds)
+    _print_summary(
+        store,
+        pd.Timestamp(first, tz="UTC"),
+        pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1),
+        result.run_id,
+        seconds,
+    )
     print(f"\nDagster run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
     if not result.success:
         return 1
     ok = _demo_learning_loop(store)
     print(f"\nInstance: {os.environ['DAGSTER_HOME']}   Audit store: {store.url}")
-    print("Open the Dagster UI on the same instance with `make ui` (http://127.0.0.1:3000) and the "
-          "MLflow registry with `make mlflow-ui` (http://127.0.0.1:5000).")
+    print(
+        "Open the Dagster UI on the same instance with `make ui` (http://127.0.0.1:3000) and the "
+        "MLflow registry with `make mlflow-ui` (http://127.0.0.1:5000)."
+    )
     return 0 if ok else 1
 
 
@@ -131,9 +156,19 @@ def _demo_learning_loop(store) -> bool:
     print("\nLearning loop: retrain request -> simulation -> approval -> champion, per strategy")
     strategies = sorted(store.read_insights()["strategy"].dropna().unique())
     for strategy in strategies:
-        result = _run_op_job("retrain_simulation_job", {"simulate_retrain": {"config": {
-            "strategy": strategy, "requested_by": "demo-requester",
-            "reason": "first meta-model on the demo data"}}}, {"autopsy/trigger": "demo"})
+        result = _run_op_job(
+            "retrain_simulation_job",
+            {
+                "simulate_retrain": {
+                    "config": {
+                        "strategy": strategy,
+                        "requested_by": "demo-requester",
+                        "reason": "first meta-model on the demo data",
+                    }
+                }
+            },
+            {"autopsy/trigger": "demo"},
+        )
         if not result.success:
             print(f"  {strategy}: simulation failed: {_failure_message(result)}")
             continue
@@ -142,21 +177,37 @@ def _demo_learning_loop(store) -> bool:
         gate = info.get("gate") or {}
         cut = ((info.get("metrics_after_simulation") or {}).get("overall") or {}).get("fp_cut")
         if not gate.get("passed"):
-            print(f"  {strategy}: request {rid[:8]} simulated; the gate refuses promotion: "
-                  + "; ".join(gate.get("reasons", [])))
+            print(
+                f"  {strategy}: request {rid[:8]} simulated; the gate refuses promotion: "
+                + "; ".join(gate.get("reasons", []))
+            )
             continue
-        approved = _run_op_job("retrain_training_job", {"train_approved": {"config": {
-            "request_id": rid, "reviewer": "demo-reviewer", "notes": "demo approval"}}},
-            {"autopsy/trigger": "demo"})
+        approved = _run_op_job(
+            "retrain_training_job",
+            {
+                "train_approved": {
+                    "config": {
+                        "request_id": rid,
+                        "reviewer": "demo-reviewer",
+                        "notes": "demo approval",
+                    }
+                }
+            },
+            {"autopsy/trigger": "demo"},
+        )
         if not approved.success:
             print(f"  {strategy}: approval refused: {_failure_message(approved)}")
             continue
         info = registry.show_request(rid, client=client, store=store)
-        print(f"  {strategy}: champion {info.get('model_version')} (request {rid[:8]}, "
-              f"validation fp_cut {cut:.1%} at 95% of successes kept)")
+        print(
+            f"  {strategy}: champion {info.get('model_version')} (request {rid[:8]}, "
+            f"validation fp_cut {cut:.1%} at 95% of successes kept)"
+        )
     learning = _run_job("learning_job", tags={"autopsy/trigger": "demo"})
-    print(f"  learning assets (dataset, registry view, SHAP explanations, suggestions, health): "
-          f"{'SUCCESS' if learning.success else 'FAILURE: ' + _failure_message(learning)}")
+    print(
+        f"  learning assets (dataset, registry view, SHAP explanations, suggestions, health): "
+        f"{'SUCCESS' if learning.success else 'FAILURE: ' + _failure_message(learning)}"
+    )
     print(f"  learning loop took {time.perf_counter() - started:.1f} s")
     return learning.success
 
@@ -177,22 +228,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     horizons = [h.strip().upper() for h in args.horizons.split(",") if h.strip()]
     bad = [h for h in horizons if h not in HORIZONS]
     if bad:
-        print(f"unknown horizon(s) {', '.join(bad)}: expected {', '.join(HORIZONS)}", file=sys.stderr)
+        print(
+            f"unknown horizon(s) {', '.join(bad)}: expected {', '.join(HORIZONS)}", file=sys.stderr
+        )
         return 2
     if args.insight_id:
         ins = store.read_insights(insight_ids=args.insight_id)
         missing = sorted(set(args.insight_id) - set(ins["insight_id"]))
         if missing:
-            print(f"unknown insight id(s): {', '.join(missing)} (not in the audit store; materialise "
-                  "their day's `insights` partition first)", file=sys.stderr)
+            print(
+                f"unknown insight id(s): {', '.join(missing)} (not in the audit store; materialise "
+                "their day's `insights` partition first)",
+                file=sys.stderr,
+            )
             return 2
         if not args.force:
             done = store.current_audits(insight_ids=args.insight_id, horizons=horizons)
             settled = done[~done["outcome"].isin(["pending", "needs_review"])]
             if len(settled) == len(args.insight_id) * len(horizons):
                 print("already audited (use --force to re-analyse):")
-                print(settled[["insight_id", "horizon", "outcome", "exit_reason", "pnl_pct"]]
-                      .to_string(index=False))
+                print(
+                    settled[
+                        ["insight_id", "horizon", "outcome", "exit_reason", "pnl_pct"]
+                    ].to_string(index=False)
+                )
                 return 0
         start = ins["created_at"].min().normalize()
         end = ins["created_at"].max().normalize() + pd.Timedelta(days=1)
@@ -203,20 +262,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = args.from_date.normalize()
         end = (args.to_date or args.from_date).normalize() + pd.Timedelta(days=1)
     else:
-        print("say which insights: --insight-id, --last-days or --from-date [--to-date]", file=sys.stderr)
+        print(
+            "say which insights: --insight-id, --last-days or --from-date [--to-date]",
+            file=sys.stderr,
+        )
         return 2
     start = max(start, pd.Timestamp(FIRST_DAY, tz="UTC"))
     if end <= start:
         print(f"the range ends before the first partition ({FIRST_DAY})", file=sys.stderr)
         return 2
     first, last = start.strftime("%Y-%m-%d"), (end - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-    config = {"horizons": horizons, "symbols": [s.upper() for s in args.symbol or []],
-              "strategies": args.strategy or [], "insight_ids": args.insight_id or []}
+    config = {
+        "horizons": horizons,
+        "symbols": [s.upper() for s in args.symbol or []],
+        "strategies": args.strategy or [],
+        "insight_ids": args.insight_id or [],
+    }
     if args.dry_run:
-        ins = store.read_insights(start, end, insight_ids=args.insight_id or None,
-                                  symbols=config["symbols"] or None, strategies=config["strategies"] or None)
-        print(f"dry run: {first} .. {last}: {len(ins)} insight(s) in the store x {len(horizons)} "
-              f"horizon(s) would be audited; nothing launched")
+        ins = store.read_insights(
+            start,
+            end,
+            insight_ids=args.insight_id or None,
+            symbols=config["symbols"] or None,
+            strategies=config["strategies"] or None,
+        )
+        print(
+            f"dry run: {first} .. {last}: {len(ins)} insight(s) in the store x {len(horizons)} "
+            f"horizon(s) would be audited; nothing launched"
+        )
         if len(ins):
             print(ins.groupby(["symbol", "strategy"]).size().rename("insights").to_string())
         return 0
@@ -225,8 +298,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, key):
             tags[f"autopsy/{key}"] = ",".join(getattr(args, key))
     started = time.perf_counter()
-    result = _execute("label_job" if args.skip_rca else "autopsy_job", first, last,
-                      {"ops": {"labeled_audits": {"config": config}}}, tags)
+    result = _execute(
+        "label_job" if args.skip_rca else "autopsy_job",
+        first,
+        last,
+        {"ops": {"labeled_audits": {"config": config}}},
+        tags,
+    )
     _print_summary(store, start, end, result.run_id, time.perf_counter() - started)
     print(f"\nDagster run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
     return 0 if result.success else 1
@@ -248,7 +326,9 @@ def _failure_message(result) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
             err = event.step_failure_data.error
-            while err is not None and err.cause is not None and "LifecycleError" not in err.cls_name:
+            while (
+                err is not None and err.cause is not None and "LifecycleError" not in err.cls_name
+            ):
                 err = err.cause
             message = (err.message if err is not None else "").strip()
             return message.split("LifecycleError: ", 1)[-1]
@@ -260,18 +340,34 @@ def _print_metrics(title: str, metrics: dict | None) -> None:
         print(f"  {title}: none")
         return
     overall = metrics.get("overall", metrics)
-    keys = [k for k in ("fp_cut", "fp_cut_lower", "precision", "recall", "fpr", "expectancy", "n")
-            if k in overall]
-    print(f"  {title}: " + ", ".join(f"{k} {overall[k]:.3g}" if isinstance(overall[k], float)
-                                      else f"{k} {overall[k]}" for k in keys))
+    keys = [
+        k
+        for k in ("fp_cut", "fp_cut_lower", "precision", "recall", "fpr", "expectancy", "n")
+        if k in overall
+    ]
+    print(
+        f"  {title}: "
+        + ", ".join(
+            f"{k} {overall[k]:.3g}" if isinstance(overall[k], float) else f"{k} {overall[k]}"
+            for k in keys
+        )
+    )
     for symbol, m in sorted((metrics.get("per_symbol") or {}).items()):
-        print(f"    {symbol:8s} " + ", ".join(
-            f"{k} {m[k]:.3g}" for k in ("fp_cut", "fpr", "expectancy") if isinstance(m.get(k), float))
-            + f", rows {m.get('n', '?')}")
+        print(
+            f"    {symbol:8s} "
+            + ", ".join(
+                f"{k} {m[k]:.3g}"
+                for k in ("fp_cut", "fpr", "expectancy")
+                if isinstance(m.get(k), float)
+            )
+            + f", rows {m.get('n', '?')}"
+        )
 
 
 def _print_request(info: dict) -> None:
-    print(f"request {info['request_id']}  strategy {info.get('strategy')}  status {info.get('status')}")
+    print(
+        f"request {info['request_id']}  strategy {info.get('strategy')}  status {info.get('status')}"
+    )
     print(f"  requested by {info.get('requested_by')}: {info.get('reason')}")
     if info.get("reviewer"):
         print(f"  reviewed by {info.get('reviewer')}: {info.get('review_notes', '')}")
@@ -285,13 +381,16 @@ def _print_request(info: dict) -> None:
     if info.get("model_version"):
         print(f"  model version: {info['model_version']}")
     for t in info.get("trail", []):
-        print(f"  {t.get('at')}  {t.get('from_status') or '-':>16} -> {t.get('to_status'):<16} "
-              f"by {t.get('actor')}  {t.get('reason') or ''}")
+        print(
+            f"  {t.get('at')}  {t.get('from_status') or '-':>16} -> {t.get('to_status'):<16} "
+            f"by {t.get('actor')}  {t.get('reason') or ''}"
+        )
 
 
 def _registry():
     from autopsy_assets import registry
     from autopsy_assets.resources import MlflowResource
+
     return registry, MlflowResource().client()
 
 
@@ -300,8 +399,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     registry, client = _registry()
     store = _store()
     if args.action == "list":
-        frame = registry.list_requests(status=args.status, strategy=args.strategy, client=client,
-                                       store=store)
+        frame = registry.list_requests(
+            status=args.status, strategy=args.strategy, client=client, store=store
+        )
         print(frame.to_string(index=False) if len(frame) else "no retrain requests")
         return 0
     if args.action == "show":
@@ -309,8 +409,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return 0
     # request: record it, then simulate at once in an in-process Dagster run
     config = {"strategy": args.strategy, "requested_by": args.by, "reason": args.reason}
-    result = _run_op_job("retrain_simulation_job", {"simulate_retrain": {"config": config}},
-                         {"autopsy/trigger": "cli", "autopsy/requested_by": args.by})
+    result = _run_op_job(
+        "retrain_simulation_job",
+        {"simulate_retrain": {"config": config}},
+        {"autopsy/trigger": "cli", "autopsy/requested_by": args.by},
+    )
     if not result.success:
         print(f"refused: {_failure_message(result)}", file=sys.stderr)
         return 1
@@ -322,9 +425,19 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     _ensure_instance_home()
-    result = _run_op_job("retrain_training_job", {"train_approved": {"config": {
-        "request_id": args.request_id, "reviewer": args.reviewer, "notes": args.notes or ""}}},
-        {"autopsy/trigger": "cli", "autopsy/reviewer": args.reviewer})
+    result = _run_op_job(
+        "retrain_training_job",
+        {
+            "train_approved": {
+                "config": {
+                    "request_id": args.request_id,
+                    "reviewer": args.reviewer,
+                    "notes": args.notes or "",
+                }
+            }
+        },
+        {"autopsy/trigger": "cli", "autopsy/reviewer": args.reviewer},
+    )
     if not result.success:
         print(f"refused: {_failure_message(result)}", file=sys.stderr)
         return 1
@@ -348,30 +461,42 @@ def _lifecycle_step(step, done: str) -> int:
 
 def cmd_reject(args: argparse.Namespace) -> int:
     return _lifecycle_step(
-        lambda registry, client, store: registry.reject(args.request_id, args.reviewer, args.notes,
-                                                        store, client=client),
-        f"request {args.request_id} rejected by {args.reviewer}")
+        lambda registry, client, store: registry.reject(
+            args.request_id, args.reviewer, args.notes, store, client=client
+        ),
+        f"request {args.request_id} rejected by {args.reviewer}",
+    )
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     return _lifecycle_step(
-        lambda registry, client, store: registry.rollback(args.strategy, args.by, args.reason,
-                                                          store, client=client),
-        f"{args.strategy}: champion rolled back: {{out}}")
+        lambda registry, client, store: registry.rollback(
+            args.strategy, args.by, args.reason, store, client=client
+        ),
+        f"{args.strategy}: champion rolled back: {{out}}",
+    )
 
 
 def cmd_challenger(args: argparse.Namespace) -> int:
     if args.action == "set":
         return _lifecycle_step(
             lambda registry, client, store: registry.set_challenger(
-                args.strategy, args.version, args.by, args.reason, store, client=client),
-            f"{args.strategy}: challenger set to version {args.version} ({{out}})")
+                args.strategy, args.version, args.by, args.reason, store, client=client
+            ),
+            f"{args.strategy}: challenger set to version {args.version} ({{out}})",
+        )
 
     def promote(registry, client, store):
         audits = store.current_audits(horizons=[args.horizon])
-        return registry.promote_challenger(args.strategy, args.by, args.reason,
-                                           registry.arm_audits(audits, store, args.strategy),
-                                           store, client=client)
+        return registry.promote_challenger(
+            args.strategy,
+            args.by,
+            args.reason,
+            registry.arm_audits(audits, store, args.strategy),
+            store,
+            client=client,
+        )
+
     return _lifecycle_step(promote, f"{args.strategy}: challenger promoted to champion ({{out}})")
 
 
@@ -385,9 +510,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     causes = store.read_rca(primary_only=True)
     table = api.strategy_health(audits, causes if len(causes) else None, horizon=args.horizon)
-    cols = [c for c in ("strategy", "symbol", "n_audited", "success_rate", "false_positive_rate",
-                        "expectancy", "avg_drawdown", "avg_duration_minutes", "news_impact_ratio",
-                        "regime_drift_ratio") if c in table]
+    cols = [
+        c
+        for c in (
+            "strategy",
+            "symbol",
+            "n_audited",
+            "success_rate",
+            "false_positive_rate",
+            "expectancy",
+            "avg_drawdown",
+            "avg_duration_minutes",
+            "news_impact_ratio",
+            "regime_drift_ratio",
+        )
+        if c in table
+    ]
     level = "strategy" if not args.by_symbol else "strategy_symbol"
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(table.loc[table["level"] == level, cols].to_string(index=False))
@@ -395,10 +533,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autopsy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="autopsy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the main job over the whole demo data span").set_defaults(fn=cmd_demo)
+    sub.add_parser("demo", help="run the main job over the whole demo data span").set_defaults(
+        fn=cmd_demo
+    )
     r = sub.add_parser("run", help="audit insights (a real Dagster run)")
     r.add_argument("--insight-id", action="append", help="an insight to audit (repeatable)")
     r.add_argument("--last-days", type=int, help="insights created in the last N days")
@@ -407,10 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     r.add_argument("--strategy", action="append", help="only this strategy (repeatable)")
     r.add_argument("--horizons", default=",".join(HORIZONS), help="comma list, e.g. 4H,24H")
-    r.add_argument("--dry-run", action="store_true", help="show what would be audited; launch nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="show what would be audited; launch nothing"
+    )
     r.add_argument("--skip-rca", action="store_true", help="label only, no root-cause analysis")
-    r.add_argument("--force", action="store_true",
-                   help="with --insight-id: re-analyse even when every audit is already settled")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="with --insight-id: re-analyse even when every audit is already settled",
+    )
     r.set_defaults(fn=cmd_run)
     q = sub.add_parser("quarantine", help="show quarantined rows and why")
     q.add_argument("--source", choices=["insights", "candles", "news", "rules", "regimes"])
@@ -443,8 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--by", required=True)
     rb.add_argument("--reason", required=True)
     rb.set_defaults(fn=cmd_rollback)
-    ch = sub.add_parser("challenger", help="A/B: set a challenger version, or promote it when "
-                        "its arm is no worse than the champion's")
+    ch = sub.add_parser(
+        "challenger",
+        help="A/B: set a challenger version, or promote it when "
+        "its arm is no worse than the champion's",
+    )
     chs = ch.add_subparsers(dest="action", required=True)
     chset = chs.add_parser("set")
     chset.add_argument("--version", required=True)

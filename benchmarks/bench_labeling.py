@@ -7,6 +7,7 @@ Data: the generated 1-minute market (5 symbols, weekend closures; ~265,000 candl
 and generated insights with ATR-sized stops and targets, all with the 7D horizon.
 Targets (issue 2): >= 1,000,000 insight-horizons/s and >= 20x the per-insight scan.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,36 @@ def make_insights(candles: pd.DataFrame, n: int, seed: int = 1) -> pd.DataFrame:
         sign = np.where(side == "long", 1.0, -1.0)
         risk = rng_60[idx] * rng.uniform(0.5, 1.5, m)
         entry = close[idx]
-        parts.append(pd.DataFrame({
-            "insight_id": [f"{sym}-{i}" for i in range(m)],
-            "created_at": c["ts"].to_numpy()[idx] + pd.Timedelta(minutes=1),
-            "symbol": sym, "side": side, "timeframe": "15m", "entry_price": entry,
-            "stop_loss": entry - sign * risk, "take_profit": entry + sign * risk * rng.uniform(1.5, 3, m),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "insight_id": [f"{sym}-{i}" for i in range(m)],
+                    "created_at": c["ts"].to_numpy()[idx] + pd.Timedelta(minutes=1),
+                    "symbol": sym,
+                    "side": side,
+                    "timeframe": "15m",
+                    "entry_price": entry,
+                    "stop_loss": entry - sign * risk,
+                    "take_profit": entry + sign * risk * rng.uniform(1.5, 3, m),
+                }
+            )
+        )
     out = pd.concat(parts, ignore_index=True)
     out["created_at"] = pd.to_datetime(out["created_at"], utc=True)
     return out
 
 
-def per_insight_scan(insights: pd.DataFrame, candles: pd.DataFrame, horizon_min: int = 10080) -> np.ndarray:
+def per_insight_scan(
+    insights: pd.DataFrame, candles: pd.DataFrame, horizon_min: int = 10080
+) -> np.ndarray:
     """The obvious vectorised-per-insight approach: slice each window, find the first touch."""
     arrays = {}
     for sym, c in candles.groupby("symbol"):
-        arrays[sym] = (c["ts"].astype("int64").to_numpy(), c["high"].to_numpy(), c["low"].to_numpy())
+        arrays[sym] = (
+            c["ts"].astype("int64").to_numpy(),
+            c["high"].to_numpy(),
+            c["low"].to_numpy(),
+        )
     first = np.empty(len(insights), dtype=np.int64)
     for i, r in enumerate(insights.itertuples(index=False)):
         ts, hi, lo = arrays[r.symbol]
@@ -78,8 +93,10 @@ def main() -> None:
     candles = generate_market(weeks=args.weeks)
     insights = make_insights(candles, args.insights)
     rules = load_rules_yaml()
-    print(f"candles: {len(candles):,} one-minute bars over {candles['symbol'].nunique()} symbols; "
-          f"insights: {len(insights):,} x 7D")
+    print(
+        f"candles: {len(candles):,} one-minute bars over {candles['symbol'].nunique()} symbols; "
+        f"insights: {len(insights):,} x 7D"
+    )
     label_outcomes(insights.head(100), candles, horizons=("7D",), rules=rules)  # warm-up
 
     times = []
@@ -89,8 +106,10 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     best = min(times)
     rate = len(out) / best
-    print(f"label_outcomes: {len(out):,} insight-horizons in {best:.3f} s (best of {args.repeat}) "
-          f"= {rate:,.0f} insight-horizons/s")
+    print(
+        f"label_outcomes: {len(out):,} insight-horizons in {best:.3f} s (best of {args.repeat}) "
+        f"= {rate:,.0f} insight-horizons/s"
+    )
     print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in out["outcome"].value_counts().items()))
 
     sample = insights.sample(min(args.scan_sample, len(insights)), random_state=0)
@@ -98,10 +117,14 @@ def main() -> None:
     per_insight_scan(sample, candles)
     scan_s = time.perf_counter() - t
     scan_rate = len(sample) / scan_s
-    print(f"per-insight numpy scan: {len(sample):,} insights in {scan_s:.3f} s = "
-          f"{scan_rate:,.0f} insight-horizons/s")
-    print(f"ratio: {rate / scan_rate:.1f}x the per-insight scan "
-          f"(target >= 20x); throughput target 1,000,000/s: {'met' if rate >= 1e6 else 'NOT met'}")
+    print(
+        f"per-insight numpy scan: {len(sample):,} insights in {scan_s:.3f} s = "
+        f"{scan_rate:,.0f} insight-horizons/s"
+    )
+    print(
+        f"ratio: {rate / scan_rate:.1f}x the per-insight scan "
+        f"(target >= 20x); throughput target 1,000,000/s: {'met' if rate >= 1e6 else 'NOT met'}"
+    )
     _ = instruments  # pip sizes are applied inside label_outcomes
 
 

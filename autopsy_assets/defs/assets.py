@@ -15,8 +15,12 @@ from autopsy_assets import api
 from autopsy_assets.defs.metadata import md_table, outcome_matrix, quarantine_summary
 from autopsy_assets.defs.partitions import CANDLE_WINDOW, DAILY, HORIZON_DAYS
 from autopsy_assets.domain.rules import load_rules_yaml
-from autopsy_assets.domain.schemas import (HORIZONS, audits_schema, clean_candles_schema,
-                                           clean_insights_schema)
+from autopsy_assets.domain.schemas import (
+    HORIZONS,
+    audits_schema,
+    clean_candles_schema,
+    clean_insights_schema,
+)
 from autopsy_assets.domain.validation import InputError, validate_candles, validate_insights
 from autopsy_assets.resources import AuditStoreResource, CandleSource, InsightSource
 
@@ -43,8 +47,9 @@ def _quarantine(store, rows, context: dg.AssetExecutionContext) -> int:
     rows = list(rows)
     if rows:
         store.quarantine(rows, run_id=context.run.run_id, partition_key=_range_label(context))
-        context.log.warning(f"{len(rows)} row(s) quarantined; first: {rows[0]['row_id']}: "
-                            f"{rows[0]['reason']}")
+        context.log.warning(
+            f"{len(rows)} row(s) quarantined; first: {rows[0]['row_id']}: {rows[0]['reason']}"
+        )
     return len(rows)
 
 
@@ -53,10 +58,16 @@ def _range_label(context: dg.AssetExecutionContext) -> str:
     return r.start if r.start == r.end else f"{r.start}...{r.end}"
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, pool="audit_db", group_name="replay",
-          kinds={"pandas", "sqlalchemy"})
-def candles(context: dg.AssetExecutionContext, candle_source: CandleSource,
-            audit_store: AuditStoreResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    pool="audit_db",
+    group_name="replay",
+    kinds={"pandas", "sqlalchemy"},
+)
+def candles(
+    context: dg.AssetExecutionContext, candle_source: CandleSource, audit_store: AuditStoreResource
+) -> dg.MaterializeResult:
     """OHLCV candles (bid prices), validated and stored once in content-addressed daily blocks."""
     start, end = _window(context)
     raw = candle_source.load(start, end)
@@ -73,18 +84,30 @@ def candles(context: dg.AssetExecutionContext, candle_source: CandleSource,
     clean_candles_schema().validate(clean, lazy=True)  # the store's edge: a failure is a bug
     counts = store.put_candles(clean) if len(clean) else {"blocks_new": 0, "blocks_unchanged": 0}
     per_symbol = clean.groupby(["symbol", "timeframe"]).size().rename("candles").reset_index()
-    return dg.MaterializeResult(metadata={
-        "rows": len(clean), "quarantined": n_q,
-        "blocks_new": counts.get("blocks_new", 0), "blocks_unchanged": counts.get("blocks_unchanged", 0),
-        "per_symbol": dg.MetadataValue.md(md_table(per_symbol)),
-        "notes": "; ".join(notes) or "none",
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(clean),
+            "quarantined": n_q,
+            "blocks_new": counts.get("blocks_new", 0),
+            "blocks_unchanged": counts.get("blocks_unchanged", 0),
+            "per_symbol": dg.MetadataValue.md(md_table(per_symbol)),
+            "notes": "; ".join(notes) or "none",
+        }
+    )
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, pool="audit_db", group_name="replay",
-          kinds={"pandas", "sqlalchemy"})
-def insights(context: dg.AssetExecutionContext, insight_source: InsightSource,
-             audit_store: AuditStoreResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    pool="audit_db",
+    group_name="replay",
+    kinds={"pandas", "sqlalchemy"},
+)
+def insights(
+    context: dg.AssetExecutionContext,
+    insight_source: InsightSource,
+    audit_store: AuditStoreResource,
+) -> dg.MaterializeResult:
     """The insights published on each day, validated; bad rows go to quarantine with a reason."""
     start, end = _window(context)
     raw = insight_source.load(start, end)
@@ -98,12 +121,19 @@ def insights(context: dg.AssetExecutionContext, insight_source: InsightSource,
     n_q = _quarantine(store, quarantine, context)
     clean_insights_schema().validate(clean, lazy=True)
     stored = store.put_insights(clean) if len(clean) else 0
-    return dg.MaterializeResult(metadata={
-        "rows": len(clean), "stored": stored, "quarantined": n_q,
-        "quarantine": dg.MetadataValue.md(md_table(quarantine_summary(quarantine))),
-        "per_strategy": dg.MetadataValue.md(md_table(
-            clean.groupby(["strategy", "symbol"]).size().rename("insights").reset_index())),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(clean),
+            "stored": stored,
+            "quarantined": n_q,
+            "quarantine": dg.MetadataValue.md(md_table(quarantine_summary(quarantine))),
+            "per_strategy": dg.MetadataValue.md(
+                md_table(
+                    clean.groupby(["strategy", "symbol"]).size().rename("insights").reset_index()
+                )
+            ),
+        }
+    )
 
 
 def rules_from_store(store) -> pd.DataFrame:
@@ -116,15 +146,25 @@ def rules_from_store(store) -> pd.DataFrame:
 
 
 @dg.asset(
-    partitions_def=DAILY, backfill_policy=SINGLE_RUN, pool="audit_db", group_name="replay",
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    pool="audit_db",
+    group_name="replay",
     kinds={"pandas", "sqlalchemy"},
     deps=[dg.AssetDep("insights"), dg.AssetDep("candles", partition_mapping=CANDLE_WINDOW)],
-    check_specs=[dg.AssetCheckSpec(REPLAY_CHECK, asset="labeled_audits", partitions_def=DAILY,
-                                   description="re-label a sample of audits from their stored "
-                                   "candle blocks and rule snapshots; hashes must match")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            REPLAY_CHECK,
+            asset="labeled_audits",
+            partitions_def=DAILY,
+            description="re-label a sample of audits from their stored "
+            "candle blocks and rule snapshots; hashes must match",
+        )
+    ],
 )
-def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
-                   audit_store: AuditStoreResource):
+def labeled_audits(
+    context: dg.AssetExecutionContext, config: LabelingConfig, audit_store: AuditStoreResource
+):
     """One audit per insight x horizon: outcome, exit, excursions and its replay identity.
 
     Re-materialising a partition never duplicates: the store keeps one current row per
@@ -133,16 +173,24 @@ def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
     started = time.perf_counter()
     start, end = _window(context)
     store = audit_store.get()
-    ins = store.read_insights(start, end, insight_ids=config.insight_ids or None,
-                              symbols=config.symbols or None, strategies=config.strategies or None)
+    ins = store.read_insights(
+        start,
+        end,
+        insight_ids=config.insight_ids or None,
+        symbols=config.symbols or None,
+        strategies=config.strategies or None,
+    )
     horizons = [h.upper() for h in config.horizons]
     if ins.empty:
         return dg.MaterializeResult(
             metadata={"audits": 0, "note": "nothing to (re)label in this range"},
-            check_results=[dg.AssetCheckResult(check_name=REPLAY_CHECK, passed=True,
-                                               metadata={"replayed": 0})])
-    candle_frame = store.read_candles(start, end + pd.Timedelta(days=HORIZON_DAYS),
-                                      symbols=sorted(ins["symbol"].unique()))
+            check_results=[
+                dg.AssetCheckResult(check_name=REPLAY_CHECK, passed=True, metadata={"replayed": 0})
+            ],
+        )
+    candle_frame = store.read_candles(
+        start, end + pd.Timedelta(days=HORIZON_DAYS), symbols=sorted(ins["symbol"].unique())
+    )
     rules = rules_from_store(store)
     audits = api.label_outcomes(ins, candle_frame, horizons=horizons, rules=rules)
     audits_schema().validate(audits, lazy=True)
@@ -154,30 +202,54 @@ def labeled_audits(context: dg.AssetExecutionContext, config: LabelingConfig,
         store.put_pattern_checks(checks, run_id=context.run.run_id)
 
     resolved = audits[~audits["outcome"].isin(["pending", "needs_review"])]
-    sample = resolved.sample(min(REPLAY_SAMPLE, len(resolved)), random_state=0) if len(resolved) else resolved
+    sample = (
+        resolved.sample(min(REPLAY_SAMPLE, len(resolved)), random_state=0)
+        if len(resolved)
+        else resolved
+    )
     replay = api.replay_audits(sample, ins, store.read_blocks)
     mismatches = replay[~replay["match"]]
     worst = audits[audits["outcome"] == "failed"].nsmallest(10, "pnl_pct")[
-        ["insight_id", "horizon", "symbol", "side", "strategy", "exit_reason", "pnl_pct",
-         "max_drawdown", "duration_minutes"]]
+        [
+            "insight_id",
+            "horizon",
+            "symbol",
+            "side",
+            "strategy",
+            "exit_reason",
+            "pnl_pct",
+            "max_drawdown",
+            "duration_minutes",
+        ]
+    ]
     review = audits[audits["outcome"] == "needs_review"]
     return dg.MaterializeResult(
         metadata={
             "audits": len(audits),
             "insights": len(ins),
-            "inserted": counts.get("inserted", 0), "refreshed": counts.get("refreshed", 0),
-            "unchanged": counts.get("unchanged", 0), "superseded": counts.get("superseded", 0),
+            "inserted": counts.get("inserted", 0),
+            "refreshed": counts.get("refreshed", 0),
+            "unchanged": counts.get("unchanged", 0),
+            "superseded": counts.get("superseded", 0),
             "quarantined": n_q,
             "ambiguous": int(audits["ambiguous"].sum()),
             "patterns_verified": f"{int(checks['verified'].sum()) if len(checks) else 0} of {len(checks)} claims",
             "outcomes": dg.MetadataValue.md(md_table(outcome_matrix(audits))),
             "worst_audits": dg.MetadataValue.md(md_table(worst)),
-            "needs_review": dg.MetadataValue.md(md_table(
-                review[["insight_id", "horizon", "needs_review_reason"]].head(10))),
+            "needs_review": dg.MetadataValue.md(
+                md_table(review[["insight_id", "horizon", "needs_review_reason"]].head(10))
+            ),
             "seconds": round(time.perf_counter() - started, 3),
         },
-        check_results=[dg.AssetCheckResult(
-            check_name=REPLAY_CHECK, passed=bool(mismatches.empty),
-            metadata={"replayed": len(replay), "mismatches": len(mismatches),
-                      "details": dg.MetadataValue.md(md_table(mismatches.head(10)))})],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=REPLAY_CHECK,
+                passed=bool(mismatches.empty),
+                metadata={
+                    "replayed": len(replay),
+                    "mismatches": len(mismatches),
+                    "details": dg.MetadataValue.md(md_table(mismatches.head(10))),
+                },
+            )
+        ],
     )

@@ -1,4 +1,5 @@
 """Small helpers that turn frames into Dagster metadata (markdown tables a person reads)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -7,10 +8,12 @@ import pandas as pd
 def md_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     if df.empty:
         return "_none_"
+
     def cell(v):
         if isinstance(v, float):
             return "" if pd.isna(v) else floatfmt.format(v)
         return str(v).replace("|", "/")
+
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns)
     rows = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join([head, *rows])

@@ -4,6 +4,7 @@ Every price distance that a person states in pips goes through `pip_size()`; not
 autopsy hard-codes 0.0001. The table lives in ``config/instruments.yaml`` and can be replaced by
 passing another file to `load_instruments()`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def get(symbol: str, path: str | None = None) -> Instrument:
         return table[str(symbol).upper()]
     except KeyError:
         raise UnknownSymbolError(
-            f"unknown symbol {symbol!r}: it is not in the instruments table") from None
+            f"unknown symbol {symbol!r}: it is not in the instruments table"
+        ) from None
 
 
 def pip_size(symbol: str, path: str | None = None) -> float:
@@ -144,7 +146,9 @@ def closure_intervals(closure: str, start: pd.Timestamp, end: pd.Timestamp) -> n
     return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
 
 
-def inside_closure(gap_start_ns: np.ndarray, gap_end_ns: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+def inside_closure(
+    gap_start_ns: np.ndarray, gap_end_ns: np.ndarray, intervals: np.ndarray
+) -> np.ndarray:
     """True where the gap [start, end] lies wholly inside one closure interval (vectorised)."""
     gap_start_ns = np.asarray(gap_start_ns, dtype=np.int64)
     gap_end_ns = np.asarray(gap_end_ns, dtype=np.int64)

@@ -16,6 +16,7 @@ Everything is vectorised over all insight x horizon rows of a (symbol, timeframe
 sparse tables of range minima/maxima let binary lifting find each row's first touching candle in
 O(log window) numpy steps, whatever the number of rows. No Python loop per insight or per candle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,6 +36,7 @@ HOLE_BARS = 3  # missing time longer than this many bars (outside closures) is a
 
 # --- range queries -----------------------------------------------------------------------------
 
+
 class _SparseTable:
     """table[k, i] = op(values[i : i + 2**k]); identity-padded so any index below len is safe."""
 
@@ -46,7 +48,11 @@ class _SparseTable:
         for k in range(1, levels):
             step = 1 << (k - 1)
             if m > step:
-                op(self.table[k - 1, : m - step], self.table[k - 1, step:], out=self.table[k, : m - step])
+                op(
+                    self.table[k - 1, : m - step],
+                    self.table[k - 1, step:],
+                    out=self.table[k, : m - step],
+                )
 
     @property
     def levels(self) -> int:
@@ -63,8 +69,9 @@ class _SparseTable:
         hi = self.table[k, np.clip(b - (1 << k), 0, m - 1)]
         return np.where(ok, self.op(lo, hi), self.identity)
 
-    def first_crossing(self, start: np.ndarray, end: np.ndarray, level: np.ndarray,
-                       touches_below: bool) -> np.ndarray:
+    def first_crossing(
+        self, start: np.ndarray, end: np.ndarray, level: np.ndarray, touches_below: bool
+    ) -> np.ndarray:
         """First index j in [start, end) with values[j] <= level (touches_below, a min table) or
         values[j] >= level (a max table); ``end`` where there is none. Binary lifting: skip every
         power-of-two block that does not touch, largest first."""
@@ -81,6 +88,7 @@ class _SparseTable:
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 def _sha(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
@@ -91,8 +99,10 @@ def _fmt_ts(ns: int) -> str:
 
 def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
     minutes = (end_ns - start_ns) / _MIN_NS
-    return f"hole: {minutes:.0f} minutes of candles missing {kind} {_fmt_ts(start_ns)} and " \
-           f"{_fmt_ts(end_ns)}, outside any market closure"
+    return (
+        f"hole: {minutes:.0f} minutes of candles missing {kind} {_fmt_ts(start_ns)} and "
+        f"{_fmt_ts(end_ns)}, outside any market closure"
+    )
 
 
 class _CandleSet:
@@ -111,8 +121,10 @@ class _CandleSet:
         self.first_ts = int(self.ts[0])
         self.last_end = int(self.ts[-1]) + self.bar_ns
         self.closures = instruments.closure_intervals(
-            closure, pd.Timestamp(self.first_ts, tz="UTC"), pd.Timestamp(self.last_end, tz="UTC")
-            + pd.Timedelta(days=8))
+            closure,
+            pd.Timestamp(self.first_ts, tz="UTC"),
+            pd.Timestamp(self.last_end, tz="UTC") + pd.Timedelta(days=8),
+        )
         # missing time before each bar (index j: between bar j-1's end and bar j), 0 if excused
         missing = np.zeros(len(self.ts), dtype=np.int64)
         if len(self.ts) > 1:
@@ -126,19 +138,35 @@ class _CandleSet:
     def build(self, levels: int) -> None:
         if self.tables and self.tables["low"].levels >= levels:
             return
-        self.tables = {"low": _SparseTable(self.low, np.minimum, np.inf, levels),
-                       "high": _SparseTable(self.high, np.maximum, -np.inf, levels)}
+        self.tables = {
+            "low": _SparseTable(self.low, np.minimum, np.inf, levels),
+            "high": _SparseTable(self.high, np.maximum, -np.inf, levels),
+        }
         if self.has_spread:
-            self.tables["ask_low"] = _SparseTable(self.low + self.spread, np.minimum, np.inf, levels)
-            self.tables["ask_high"] = _SparseTable(self.high + self.spread, np.maximum, -np.inf, levels)
+            self.tables["ask_low"] = _SparseTable(
+                self.low + self.spread, np.minimum, np.inf, levels
+            )
+            self.tables["ask_high"] = _SparseTable(
+                self.high + self.spread, np.maximum, -np.inf, levels
+            )
         else:
-            self.tables["ask_low"], self.tables["ask_high"] = self.tables["low"], self.tables["high"]
+            self.tables["ask_low"], self.tables["ask_high"] = (
+                self.tables["low"],
+                self.tables["high"],
+            )
 
 
 # --- the engine --------------------------------------------------------------------------------
 
-def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.DataFrame,
-          now: pd.Timestamp | None = None, instruments_path: str | None = None) -> pd.DataFrame:
+
+def label(
+    insights: pd.DataFrame,
+    candles: pd.DataFrame,
+    horizons,
+    rules: pd.DataFrame,
+    now: pd.Timestamp | None = None,
+    instruments_path: str | None = None,
+) -> pd.DataFrame:
     """Label clean insights (validation.validate_insights) on clean candles (validate_candles).
 
     One row per insight x horizon with the columns of schemas.AUDIT_COLUMNS. ``rules`` is a
@@ -158,7 +186,9 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
     sign = np.where(side_long, 1.0, -1.0)
     horizon = np.tile(np.asarray(horizons, dtype=object), n_ins)
     created = np.repeat(insights["created_at"].astype("int64").to_numpy(), n_h)
-    win_end = created + np.tile(np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins)
+    win_end = created + np.tile(
+        np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins
+    )
     entry = rep("entry_price").astype(float)
     pip = instruments.pip_sizes(symbol, instruments_path)
     ins_tf = rep("timeframe").astype(object)
@@ -166,8 +196,10 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
     # rules: resolved per row, used whole
     rule_idx = resolve(rules, rep("strategy"), symbol, ins_tf, horizon)
     if (rule_idx < 0).any():
-        raise ValueError("no active labeling rule applies to some insights: add a catch-all rule "
-                         "(blank strategy, symbol, timeframe and horizon)")
+        raise ValueError(
+            "no active labeling rule applies to some insights: add a catch-all rule "
+            "(blank strategy, symbol, timeframe and horizon)"
+        )
     rv = lambda col: rules[col].to_numpy(dtype=float)[rule_idx]  # noqa: E731
     stop = rep("stop_loss").astype(float)
     stop = np.where(np.isnan(stop), entry - sign * rv("fail_sl_pips") * pip, stop)
@@ -228,7 +260,9 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
         best, best_overlap = np.full(len(chosen), gids[0]), np.full(len(chosen), -np.inf)
         for g in gids:
             cs = sets[g]
-            overlap = (np.minimum(cs.last_end, cutoff) - np.maximum(cs.first_ts, c_rows)).astype(float)
+            overlap = (np.minimum(cs.last_end, cutoff) - np.maximum(cs.first_ts, c_rows)).astype(
+                float
+            )
             better = overlap > best_overlap
             best[better], best_overlap[better] = g, overlap[better]
         chosen[chosen < 0] = best[chosen < 0]
@@ -262,7 +296,9 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
             j_stop[L] = cs.tables["low"].first_crossing(s[L], e[L], st_q[L], touches_below=True)
             j_tgt[L] = cs.tables["high"].first_crossing(s[L], e[L], tg_q[L], touches_below=False)
         if len(S):
-            j_stop[S] = cs.tables["ask_high"].first_crossing(s[S], e[S], st_q[S], touches_below=False)
+            j_stop[S] = cs.tables["ask_high"].first_crossing(
+                s[S], e[S], st_q[S], touches_below=False
+            )
             j_tgt[S] = cs.tables["ask_low"].first_crossing(s[S], e[S], tg_q[S], touches_below=True)
         j = np.minimum(j_stop, j_tgt)
         touched = j < e
@@ -292,14 +328,18 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
         # stop inside a market closure that lasts until after it (nothing more can come)
         du = data_until[rows]
         elapsed = (effective_now[rows] >= we_r) & (
-            (du >= we_r) | instruments.inside_closure(du, we_r, cs.closures))
+            (du >= we_r) | instruments.inside_closure(du, we_r, cs.closures)
+        )
         horizon_exit = ~touched & elapsed & (e > s)
         last = np.maximum(e - 1, 0)
         close_px = cs.close[last] + np.where(lg, 0.0, cs.spread[last])
         r_exit = np.where(horizon_exit, close_px, r_exit)
         reason[horizon_exit] = "horizon"
-        r_exit_time = np.where(touched, cs.ts[jj] + bar, np.where(horizon_exit, cs.ts[last] + bar,
-                                                                    np.iinfo(np.int64).min))
+        r_exit_time = np.where(
+            touched,
+            cs.ts[jj] + bar,
+            np.where(horizon_exit, cs.ts[last] + bar, np.iinfo(np.int64).min),
+        )
         # bars lived in full: before the exit bar for level exits; all of them at the horizon
         full_end = np.where(touched, j, e)
         lo_tab = np.where(lg, 0, 1)
@@ -391,7 +431,10 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
     no_data = group_id < 0
     if no_data.any() and now_ns is not None:
         late = no_data & (now_ns >= win_end)
-        outcome[late], review_reason[late] = "needs_review", "empty_window: no candles for this symbol"
+        outcome[late], review_reason[late] = (
+            "needs_review",
+            "empty_window: no candles for this symbol",
+        )
 
     # metrics
     resolved = ~np.isnan(exit_price)
@@ -418,56 +461,62 @@ def label(insights: pd.DataFrame, candles: pd.DataFrame, horizons, rules: pd.Dat
     rule_snap_col = np.array([snapshots[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
     rule_hash_col = np.array([rule_hashes[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
     blocks_col, candles_hash_col, candles_ident = _block_identity(
-        candles, sets, group_id, hash_first_day, hash_last_ns)
+        candles, sets, group_id, hash_first_day, hash_last_ns
+    )
     # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
     pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
     uniq_pairs, first_row, pair_codes = np.unique(pair_key, return_index=True, return_inverse=True)
-    snap_hash = np.array([_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row],
-                         dtype=object)[pair_codes]
+    snap_hash = np.array(
+        [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
+    )[pair_codes]
 
     nat = lambda a: pd.DatetimeIndex(a.astype("datetime64[ns]")).tz_localize("UTC")  # noqa: E731
-    out = _frame({
-        "insight_id": rep("insight_id").astype(object),
-        "horizon": horizon,
-        "symbol": symbol,
-        "side": rep("side").astype(object),
-        "strategy": rep("strategy").astype(object),
-        "timeframe": np.where(ins_tf == "", walked_tf, ins_tf),
-        "candle_timeframe": walked_tf,
-        "status": status,
-        "user_id": rep("user_id").astype(object),
-        "user_acted": rep("user_acted").astype(bool),
-        "created_at": nat(created),
-        "outcome": outcome,
-        "replay_outcome": replay_outcome,
-        "exit_reason": exit_reason,
-        "entry_price": entry,
-        "stop_price": stop,
-        "target_price": target,
-        "exit_price": exit_price,
-        "exit_time": nat(exit_time),
-        "high_price": high_price,
-        "low_price": low_price,
-        "pnl_pct": pnl_pct,
-        "max_drawdown": max_dd,
-        "max_favorable": max_fav,
-        "duration_minutes": duration,
-        "risk_reward_actual": rr_actual,
-        "slippage_pips": slippage,
-        "gap_pips": gap_pips,
-        "ambiguous": ambiguous,
-        "needs_review": replay_outcome == "needs_review",
-        "needs_review_reason": review_reason,
-        "window_start": nat(created),
-        "window_end": nat(win_end),
-        "candles_until": nat(np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)),
-        "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
-        "rule_snapshot": rule_snap_col,
-        "rule_hash": rule_hash_col,
-        "candles_hash": candles_hash_col,
-        "candle_blocks": blocks_col,
-        "snapshot_hash": snap_hash,
-    })
+    out = _frame(
+        {
+            "insight_id": rep("insight_id").astype(object),
+            "horizon": horizon,
+            "symbol": symbol,
+            "side": rep("side").astype(object),
+            "strategy": rep("strategy").astype(object),
+            "timeframe": np.where(ins_tf == "", walked_tf, ins_tf),
+            "candle_timeframe": walked_tf,
+            "status": status,
+            "user_id": rep("user_id").astype(object),
+            "user_acted": rep("user_acted").astype(bool),
+            "created_at": nat(created),
+            "outcome": outcome,
+            "replay_outcome": replay_outcome,
+            "exit_reason": exit_reason,
+            "entry_price": entry,
+            "stop_price": stop,
+            "target_price": target,
+            "exit_price": exit_price,
+            "exit_time": nat(exit_time),
+            "high_price": high_price,
+            "low_price": low_price,
+            "pnl_pct": pnl_pct,
+            "max_drawdown": max_dd,
+            "max_favorable": max_fav,
+            "duration_minutes": duration,
+            "risk_reward_actual": rr_actual,
+            "slippage_pips": slippage,
+            "gap_pips": gap_pips,
+            "ambiguous": ambiguous,
+            "needs_review": replay_outcome == "needs_review",
+            "needs_review_reason": review_reason,
+            "window_start": nat(created),
+            "window_end": nat(win_end),
+            "candles_until": nat(
+                np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
+            ),
+            "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
+            "rule_snapshot": rule_snap_col,
+            "rule_hash": rule_hash_col,
+            "candles_hash": candles_hash_col,
+            "candle_blocks": blocks_col,
+            "snapshot_hash": snap_hash,
+        }
+    )
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
 
@@ -478,13 +527,23 @@ def _frame(columns: dict) -> pd.DataFrame:
     Letting pandas 3 infer its arrow-backed `str` dtype would copy every long, repeated string
     (rule snapshots, block lists) per row: most of the time of a large batch.
     """
-    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if
-                         isinstance(v, np.ndarray) and v.dtype == object else v
-                         for k, v in columns.items()})
+    return pd.DataFrame(
+        {
+            k: pd.Series(v, dtype=object, copy=False)
+            if isinstance(v, np.ndarray) and v.dtype == object
+            else v
+            for k, v in columns.items()
+        }
+    )
 
 
-def _block_identity(candles: pd.DataFrame, sets: list[_CandleSet], group_id: np.ndarray,
-                    first_day: np.ndarray, last_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _block_identity(
+    candles: pd.DataFrame,
+    sets: list[_CandleSet],
+    group_id: np.ndarray,
+    first_day: np.ndarray,
+    last_ns: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the comma-joined sha256 of the blocks its window read, and their combined hash.
 
     Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
@@ -498,7 +557,10 @@ def _block_identity(candles: pd.DataFrame, sets: list[_CandleSet], group_id: np.
     blocks = block_hashes(candles)
     day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
     sha = blocks["sha256"].to_numpy(dtype=object)
-    key_sym, key_tf = blocks["symbol"].to_numpy(dtype=object), blocks["timeframe"].to_numpy(dtype=object)
+    key_sym, key_tf = (
+        blocks["symbol"].to_numpy(dtype=object),
+        blocks["timeframe"].to_numpy(dtype=object),
+    )
     per_set: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for cs in sets:
         sel = (key_sym == cs.symbol) & (key_tf == cs.timeframe)

@@ -6,6 +6,7 @@ float64; an absent volume or spread is NaN), and its hash is the sha256 of those
 keeps the hashes of the blocks its window read; replay fetches the blocks by hash and re-labels.
 Raw bytes, never JSON: hashing JSON is about 60x slower and float formatting is not canonical.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,10 +41,13 @@ def decode_block(payload: bytes) -> pd.DataFrame:
     """Inverse of `encode_block`: a DataFrame with BLOCK_COLUMNS, ts tz-aware UTC (ns)."""
     n = len(payload) // (8 * len(BLOCK_COLUMNS))
     if n * 8 * len(BLOCK_COLUMNS) != len(payload):
-        raise ValueError(f"corrupt candle block: {len(payload)} bytes is not a whole number of rows")
+        raise ValueError(
+            f"corrupt candle block: {len(payload)} bytes is not a whole number of rows"
+        )
     ts = np.frombuffer(payload, dtype="<i8", count=n, offset=0)
     data: dict[str, object] = {
-        "ts": pd.DatetimeIndex(ts.astype("datetime64[ns]")).tz_localize("UTC")}
+        "ts": pd.DatetimeIndex(ts.astype("datetime64[ns]")).tz_localize("UTC")
+    }
     for i, name in enumerate(_PRICE_COLUMNS, start=1):
         data[name] = np.frombuffer(payload, dtype="<f8", count=n, offset=8 * n * i).copy()
     return pd.DataFrame(data)
@@ -63,8 +67,12 @@ def _block_bounds(candles: pd.DataFrame):
 
 
 def _columns(candles: pd.DataFrame, n: int) -> list[np.ndarray]:
-    return [np.ascontiguousarray(candles[c].to_numpy(dtype=float), dtype="<f8") if c in candles
-            else np.full(n, np.nan, dtype="<f8") for c in _PRICE_COLUMNS]
+    return [
+        np.ascontiguousarray(candles[c].to_numpy(dtype=float), dtype="<f8")
+        if c in candles
+        else np.full(n, np.nan, dtype="<f8")
+        for c in _PRICE_COLUMNS
+    ]
 
 
 def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +89,16 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for a, b in zip(starts, ends):  # one iteration per block (a day), not per candle
         payload = encode_block(ts_ns[a:b], dict(zip(_PRICE_COLUMNS, (c[a:b] for c in cols))))
-        rows.append((sym[a], tf[a], pd.Timestamp(int(day_ns[a]), tz="UTC"), int(b - a),
-                     sha256_hex(payload), payload))
+        rows.append(
+            (
+                sym[a],
+                tf[a],
+                pd.Timestamp(int(day_ns[a]), tz="UTC"),
+                int(b - a),
+                sha256_hex(payload),
+                payload,
+            )
+        )
     return pd.DataFrame(rows, columns=cols_out)
 
 
@@ -98,8 +114,13 @@ def block_hashes(candles: pd.DataFrame) -> pd.DataFrame:
     for a, b in zip(starts.tolist(), ends.tolist()):
         h = hashlib.sha256()
         for v in views:
-            h.update(v[8 * a: 8 * b])
+            h.update(v[8 * a : 8 * b])
         hashes.append(h.hexdigest())
-    return pd.DataFrame({"symbol": sym[starts], "timeframe": tf[starts],
-                         "day": pd.DatetimeIndex(day_ns[starts].view("datetime64[ns]")).tz_localize("UTC"),
-                         "sha256": hashes})
+    return pd.DataFrame(
+        {
+            "symbol": sym[starts],
+            "timeframe": tf[starts],
+            "day": pd.DatetimeIndex(day_ns[starts].view("datetime64[ns]")).tz_localize("UTC"),
+            "sha256": hashes,
+        }
+    )

@@ -6,6 +6,7 @@ insight x horizon the winning active rule is the one with the most non-blank sco
 the highest priority, then the lowest rule_id. It is used whole: its full content is snapshotted
 with the audit as canonical JSON, and its sha256 is the audit's rule_hash.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ import pandas as pd
 import yaml
 
 SCOPE_FIELDS = ("strategy", "symbol", "timeframe", "horizon")
-VALUE_FIELDS = ("success_tp_pips", "success_rr_ratio", "fail_sl_pips", "fail_adverse_pct",
-                "neutral_band_pips")
+VALUE_FIELDS = (
+    "success_tp_pips",
+    "success_rr_ratio",
+    "fail_sl_pips",
+    "fail_adverse_pct",
+    "neutral_band_pips",
+)
 RULE_COLUMNS = ("rule_id", *SCOPE_FIELDS, *VALUE_FIELDS, "is_active", "priority", "notes")
 
 
@@ -28,7 +34,11 @@ class RuleError(ValueError):
 
 
 def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() == "")
+    return (
+        v is None
+        or (isinstance(v, float) and math.isnan(v))
+        or (isinstance(v, str) and v.strip() == "")
+    )
 
 
 def normalise_rules(rules) -> pd.DataFrame:
@@ -56,7 +66,9 @@ def normalise_rules(rules) -> pd.DataFrame:
         bad |= vals < 0
         if bad.any():
             rid = df.loc[bad, "rule_id"].iloc[0]
-            raise RuleError(f"rule {rid}: {col} must be a non-negative number, got {df.loc[bad, col].iloc[0]!r}")
+            raise RuleError(
+                f"rule {rid}: {col} must be a non-negative number, got {df.loc[bad, col].iloc[0]!r}"
+            )
         df[col] = vals.astype(float)
     if "is_active" not in df:
         df["is_active"] = True
@@ -101,8 +113,13 @@ def rule_snapshot(rule: pd.Series | dict) -> str:
     return json.dumps(out, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def resolve(rules: pd.DataFrame, strategy: np.ndarray, symbol: np.ndarray,
-            timeframe: np.ndarray, horizon: np.ndarray) -> np.ndarray:
+def resolve(
+    rules: pd.DataFrame,
+    strategy: np.ndarray,
+    symbol: np.ndarray,
+    timeframe: np.ndarray,
+    horizon: np.ndarray,
+) -> np.ndarray:
     """Index into ``rules`` of the winning active rule per row; -1 where none applies.
 
     Vectorised over rows: rules are few, so each is tested against all rows at once, in order of
@@ -110,8 +127,9 @@ def resolve(rules: pd.DataFrame, strategy: np.ndarray, symbol: np.ndarray,
     """
     active = rules[rules["is_active"]].copy()
     active["_specificity"] = sum((active[f] != "").astype(int) for f in SCOPE_FIELDS)
-    order = active.sort_values(["_specificity", "priority", "rule_id"],
-                               ascending=[False, False, True]).index
+    order = active.sort_values(
+        ["_specificity", "priority", "rule_id"], ascending=[False, False, True]
+    ).index
     # resolve once per distinct scope combination, then broadcast to the rows
     cols = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe, "horizon": horizon}
     key = np.zeros(len(np.asarray(symbol)), dtype=np.int64)

@@ -4,6 +4,7 @@ Bad rows never take a batch down: each is left out with a reason a person unders
 back as a quarantine record (source, row_id, reason). Only structural problems raise: a missing
 required column, a timezone-naive candle `ts`, or nothing valid left.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -12,8 +13,14 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.schemas import (CANDLE_REQUIRED, INSIGHT_OPTIONAL, INSIGHT_REQUIRED,
-                                           INSIGHT_STATUSES, SIDES, TIMEFRAMES)
+from autopsy_assets.domain.schemas import (
+    CANDLE_REQUIRED,
+    INSIGHT_OPTIONAL,
+    INSIGHT_REQUIRED,
+    INSIGHT_STATUSES,
+    SIDES,
+    TIMEFRAMES,
+)
 
 _TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2}|UTC)$"
 
@@ -56,10 +63,14 @@ def to_utc_ns(values: pd.Series, column: str, what: str) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").dt.as_unit("ns")
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        raise InputError(f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly")
+        raise InputError(
+            f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly"
+        )
     parsed = pd.to_datetime(values, errors="raise", format="ISO8601")
     if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        raise InputError(f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly")
+        raise InputError(
+            f"{what} column `{column}` is timezone-naive; localise it to UTC explicitly"
+        )
     return parsed.dt.tz_convert("UTC").dt.as_unit("ns")
 
 
@@ -95,8 +106,9 @@ def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return vals, np.isnan(vals) & ~blank
 
 
-def _factor_text(series: pd.Series, lower: bool = False, upper: bool = False, strip: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _factor_text(
+    series: pd.Series, lower: bool = False, upper: bool = False, strip: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(codes, uniques) of a text column, normalised (stripped, cased) once per distinct value.
 
     Columns such as symbol or timeframe hold a handful of values over many rows: string work is
@@ -126,29 +138,41 @@ def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
         ts = raw.dt.tz_convert("UTC").dt.as_unit("ns")
         na = ts.isna().to_numpy()
         reasons.add(na, lambda i: "created_at is missing")
-        return ts.astype("int64").to_numpy() if not na.any() else \
-            np.where(na, 0, ts.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy())
+        return (
+            ts.astype("int64").to_numpy()
+            if not na.any()
+            else np.where(na, 0, ts.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy())
+        )
     if pd.api.types.is_datetime64_dtype(raw.dtype):
-        reasons.add(np.ones(n, bool), lambda i: f"created_at {raw.iloc[i]} has no timezone; "
-                    "autopsy never assumes UTC")
+        reasons.add(
+            np.ones(n, bool),
+            lambda i: f"created_at {raw.iloc[i]} has no timezone; autopsy never assumes UTC",
+        )
         return np.zeros(n, dtype=np.int64)
     text = pd.Series(
         [v.isoformat() if isinstance(v, pd.Timestamp) else v for v in raw.to_numpy()]
-        if raw.dtype == object else raw, index=raw.index).astype(object)
+        if raw.dtype == object
+        else raw,
+        index=raw.index,
+    ).astype(object)
     s = text.where(text.notna(), "").astype(str).str.strip()
     missing = (s == "").to_numpy()
     reasons.add(missing, lambda i: "created_at is missing")
     naive = ~s.str.contains(_TZ_SUFFIX, regex=True).to_numpy() & ~missing
-    reasons.add(naive, lambda i: f"created_at '{s.iloc[i]}' has no timezone; autopsy never assumes UTC")
-    parsed = pd.to_datetime(s.where(~(missing | naive), None), utc=True, errors="coerce",
-                            format="ISO8601").dt.as_unit("ns")
+    reasons.add(
+        naive, lambda i: f"created_at '{s.iloc[i]}' has no timezone; autopsy never assumes UTC"
+    )
+    parsed = pd.to_datetime(
+        s.where(~(missing | naive), None), utc=True, errors="coerce", format="ISO8601"
+    ).dt.as_unit("ns")
     bad = parsed.isna().to_numpy() & ~(missing | naive)
     reasons.add(bad, lambda i: f"created_at '{s.iloc[i]}' is not a timestamp")
     return parsed.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
 
 
-def validate_insights(insights: pd.DataFrame, instruments_path: str | None = None
-                      ) -> tuple[pd.DataFrame, Quarantine]:
+def validate_insights(
+    insights: pd.DataFrame, instruments_path: str | None = None
+) -> tuple[pd.DataFrame, Quarantine]:
     """Normalised good insights and the quarantine of bad ones.
 
     Good rows get: insight_id str, created_at datetime64[ns, UTC], symbol upper, side lower,
@@ -163,16 +187,23 @@ def validate_insights(insights: pd.DataFrame, instruments_path: str | None = Non
     ids = id_table[id_codes]
     r.add(ids == "", lambda i: f"row {i}: insight_id is missing")
     counts = np.bincount(id_codes, minlength=len(id_table))[id_codes]
-    r.add((counts > 1) & (ids != ""),
-          lambda i: f"insight_id {ids[i]} appears {counts[i]} times; none of them is labeled")
+    r.add(
+        (counts > 1) & (ids != ""),
+        lambda i: f"insight_id {ids[i]} appears {counts[i]} times; none of them is labeled",
+    )
     created_ns = _parse_created_at(df["created_at"], r)
     sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
     symbol = sym_table[sym_codes]
     r.add(symbol == "", lambda i: "symbol is missing")
-    r.add(~instruments.known(sym_table, instruments_path)[sym_codes],
-          lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table")
+    r.add(
+        ~instruments.known(sym_table, instruments_path)[sym_codes],
+        lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table",
+    )
     side = _text(df["side"], lower=True)
-    r.add(~np.isin(side, SIDES), lambda i: f"unknown side {df['side'].iloc[i]!r}: expected long or short")
+    r.add(
+        ~np.isin(side, SIDES),
+        lambda i: f"unknown side {df['side'].iloc[i]!r}: expected long or short",
+    )
     entry, entry_nan = _numeric(df["entry_price"])
     r.add(entry_nan, lambda i: f"entry_price {df['entry_price'].iloc[i]!r} is not a number")
     r.add(np.isnan(entry), lambda i: "entry_price is missing")
@@ -187,46 +218,71 @@ def validate_insights(insights: pd.DataFrame, instruments_path: str | None = Non
         levels[col] = vals
     is_long, is_short = side == "long", side == "short"
     sl, tp = levels["stop_loss"], levels["take_profit"]
-    r.add(is_long & (sl >= entry), lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}")
-    r.add(is_short & (sl <= entry), lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}")
-    r.add(is_long & (tp <= entry), lambda i: f"long with take_profit {tp[i]} at or below entry {entry[i]}")
-    r.add(is_short & (tp >= entry), lambda i: f"short with take_profit {tp[i]} at or above entry {entry[i]}")
+    r.add(
+        is_long & (sl >= entry),
+        lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}",
+    )
+    r.add(
+        is_short & (sl <= entry),
+        lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}",
+    )
+    r.add(
+        is_long & (tp <= entry),
+        lambda i: f"long with take_profit {tp[i]} at or below entry {entry[i]}",
+    )
+    r.add(
+        is_short & (tp >= entry),
+        lambda i: f"short with take_profit {tp[i]} at or above entry {entry[i]}",
+    )
     r.add((sl <= 0) | (tp <= 0), lambda i: "stop_loss and take_profit must be positive prices")
     for col in ("ai_score", "confidence"):
         v = levels[col]
         r.add((v < 0) | (v > 100), lambda i, col=col, v=v: f"{col} {v[i]} is outside 0-100")
     tf = _text(df["timeframe"], lower=True) if "timeframe" in df else np.full(n, "", dtype=object)
-    r.add((tf != "") & ~np.isin(tf, list(TIMEFRAMES)),
-          lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}")
-    status = _text(df["status"], lower=True) if "status" in df else np.full(n, "published", dtype=object)
+    r.add(
+        (tf != "") & ~np.isin(tf, list(TIMEFRAMES)),
+        lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}",
+    )
+    status = (
+        _text(df["status"], lower=True) if "status" in df else np.full(n, "published", dtype=object)
+    )
     status = np.where(status == "", "published", status)
-    r.add(~np.isin(status, INSIGHT_STATUSES),
-          lambda i: f"unknown status {status[i]!r}: expected published or filtered")
+    r.add(
+        ~np.isin(status, INSIGHT_STATUSES),
+        lambda i: f"unknown status {status[i]!r}: expected published or filtered",
+    )
 
     bad = r.bad
     quarantine = Quarantine(
         {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason(i)}
-        for i in np.flatnonzero(bad))
+        for i in np.flatnonzero(bad)
+    )
     good = ~bad
     obj = lambda a: pd.Series(a, dtype=object)  # noqa: E731  (no per-row arrow string copies)
-    out = pd.DataFrame({
-        "insight_id": obj(ids[good]),
-        "created_at": pd.DatetimeIndex(created_ns[good].astype("datetime64[ns]")).tz_localize("UTC"),
-        "symbol": obj(symbol[good]),
-        "side": obj(side[good]),
-        "entry_price": entry[good],
-        "stop_loss": sl[good],
-        "take_profit": tp[good],
-        "timeframe": obj(tf[good]),
-        "status": obj(status[good]),
-    })
+    out = pd.DataFrame(
+        {
+            "insight_id": obj(ids[good]),
+            "created_at": pd.DatetimeIndex(created_ns[good].astype("datetime64[ns]")).tz_localize(
+                "UTC"
+            ),
+            "symbol": obj(symbol[good]),
+            "side": obj(side[good]),
+            "entry_price": entry[good],
+            "stop_loss": sl[good],
+            "take_profit": tp[good],
+            "timeframe": obj(tf[good]),
+            "status": obj(status[good]),
+        }
+    )
     for col in ("fill_price", "ai_score", "confidence", "truth_index"):
         out[col] = levels[col][good]
     for col in ("strategy", "user_id"):
         out[col] = obj(_text(df[col])[good]) if col in df else ""
     out["patterns"] = df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else ""
     if "user_acted" in df:
-        acted = df["user_acted"].map(lambda v: str(v).strip().lower() in ("1", "true", "yes", "y", "t"))
+        acted = df["user_acted"].map(
+            lambda v: str(v).strip().lower() in ("1", "true", "yes", "y", "t")
+        )
         out["user_acted"] = acted.to_numpy(dtype=bool)[good]
     else:
         out["user_acted"] = ~np.isnan(out["fill_price"].to_numpy())
@@ -256,8 +312,9 @@ def infer_timeframe(ts_ns: np.ndarray) -> str | None:
     return None
 
 
-def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
-                     ) -> tuple[pd.DataFrame, Quarantine, tuple[str, ...]]:
+def validate_candles(
+    candles: pd.DataFrame, instruments_path: str | None = None
+) -> tuple[pd.DataFrame, Quarantine, tuple[str, ...]]:
     """Clean candles sorted by (symbol, timeframe, ts), the quarantine, and notes for the run.
 
     Refused outright: a missing required column or a naive `ts`. Quarantined per row: unknown
@@ -274,11 +331,16 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
     sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
     known_sym = instruments.known(sym_table, instruments_path)
     symbol = sym_table[sym_codes]
-    r.add(~known_sym[sym_codes],
-          lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table")
+    r.add(
+        ~known_sym[sym_codes],
+        lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table",
+    )
     ts_missing = ts.isna().to_numpy()
-    ts_ns = ts.to_numpy(dtype="datetime64[ns]").view("int64") if not ts_missing.any() else \
-        ts.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view("int64")
+    ts_ns = (
+        ts.to_numpy(dtype="datetime64[ns]").view("int64")
+        if not ts_missing.any()
+        else ts.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view("int64")
+    )
     r.add(ts_missing, lambda i: "ts is missing")
     o, h, lo, c = (_numeric(df[col])[0] for col in ("open", "high", "low", "close"))
     with np.errstate(invalid="ignore"):
@@ -286,8 +348,10 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
         r.add(nan_any, lambda i: "a price (open/high/low/close) is missing or not a number")
         r.add((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), lambda i: "prices must be positive")
         r.add(h < lo, lambda i: f"high {h[i]} is below low {lo[i]}")
-        r.add((o > h) | (o < lo) | (c > h) | (c < lo),
-              lambda i: f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]")
+        r.add(
+            (o > h) | (o < lo) | (c > h) | (c < lo),
+            lambda i: f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]",
+        )
     volume = _numeric(df["volume"])[0] if "volume" in df else np.full(n, np.nan)
     if "spread" in df:
         spread = np.nan_to_num(_numeric(df["spread"])[0], nan=0.0)  # unknown spread: bid only
@@ -307,10 +371,17 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
             tf[rows] = infer_timeframe(ts_ns[rows]) or "?"
         tf_codes, tf_table = _factor_text(pd.Series(tf, dtype=object))
     tf = tf_table[tf_codes]
-    r.add((tf_table == "?")[tf_codes], lambda i: f"timeframe of {symbol[i]} candles cannot be "
-          "inferred from their spacing; give a timeframe column")
-    r.add(~np.isin(tf_table, list(TIMEFRAMES))[tf_codes],
-          lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}")
+    r.add(
+        (tf_table == "?")[tf_codes],
+        lambda i: (
+            f"timeframe of {symbol[i]} candles cannot be "
+            "inferred from their spacing; give a timeframe column"
+        ),
+    )
+    r.add(
+        ~np.isin(tf_table, list(TIMEFRAMES))[tf_codes],
+        lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}",
+    )
 
     notes: list[str] = []
     good = np.flatnonzero(~r.bad)
@@ -318,17 +389,29 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
     sym_rank = np.argsort(np.argsort(sym_table.astype(str)))[sym_codes]
     tf_rank = np.argsort(np.argsort(tf_table.astype(str)))[tf_codes]
     keys = (sym_rank[good], tf_rank[good], ts_ns[good])
-    sorted_already = len(good) < 2 or bool(np.all(
-        (keys[0][1:] > keys[0][:-1]) | ((keys[0][1:] == keys[0][:-1]) & (
-            (keys[1][1:] > keys[1][:-1]) | ((keys[1][1:] == keys[1][:-1]) & (keys[2][1:] >= keys[2][:-1]))))))
+    sorted_already = len(good) < 2 or bool(
+        np.all(
+            (keys[0][1:] > keys[0][:-1])
+            | (
+                (keys[0][1:] == keys[0][:-1])
+                & (
+                    (keys[1][1:] > keys[1][:-1])
+                    | ((keys[1][1:] == keys[1][:-1]) & (keys[2][1:] >= keys[2][:-1]))
+                )
+            )
+        )
+    )
     if not sorted_already:
         notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
         good = good[np.lexsort((keys[2], keys[1], keys[0]))]
     # duplicates are neighbours once sorted
     same_key = np.zeros(len(good), dtype=bool)
     if len(good) > 1:
-        same_key[1:] = ((sym_rank[good][1:] == sym_rank[good][:-1]) & (tf_rank[good][1:] == tf_rank[good][:-1])
-                        & (ts_ns[good][1:] == ts_ns[good][:-1]))
+        same_key[1:] = (
+            (sym_rank[good][1:] == sym_rank[good][:-1])
+            & (tf_rank[good][1:] == tf_rank[good][:-1])
+            & (ts_ns[good][1:] == ts_ns[good][:-1])
+        )
     drop = np.zeros(len(good), dtype=bool)
     if same_key.any():
         group = np.cumsum(~same_key)
@@ -341,23 +424,37 @@ def validate_candles(candles: pd.DataFrame, instruments_path: str | None = None
         conflicted = conflict_group[group]
         exact = same_key & ~conflicted
         if exact.any():
-            notes.append(f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)")
+            notes.append(
+                f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)"
+            )
         drop = exact | conflicted
         if conflicted.any():
             mask = np.zeros(n, dtype=bool)
             mask[good[conflicted]] = True
-            r.add(mask,
-                  lambda i: f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
-                  "two rows with different prices; all copies quarantined")
+            r.add(
+                mask,
+                lambda i: (
+                    f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
+                    "two rows with different prices; all copies quarantined"
+                ),
+            )
     bad = r.bad
     rid = lambda i: f"{symbol[i]}|{tf[i]}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
-    quarantine = Quarantine({"source": "candles", "row_id": rid(i), "reason": r.reason(i)}
-                            for i in np.flatnonzero(bad))
+    quarantine = Quarantine(
+        {"source": "candles", "row_id": rid(i), "reason": r.reason(i)} for i in np.flatnonzero(bad)
+    )
     keep = good[~drop]
-    clean = pd.DataFrame({
-        "symbol": pd.Series(symbol[keep], dtype=object),
-        "timeframe": pd.Series(tf[keep], dtype=object),
-        "ts": pd.DatetimeIndex(ts_ns[keep].view("datetime64[ns]")).tz_localize("UTC"),
-        "open": o[keep], "high": h[keep], "low": lo[keep], "close": c[keep],
-        "volume": volume[keep], "spread": spread[keep]})
+    clean = pd.DataFrame(
+        {
+            "symbol": pd.Series(symbol[keep], dtype=object),
+            "timeframe": pd.Series(tf[keep], dtype=object),
+            "ts": pd.DatetimeIndex(ts_ns[keep].view("datetime64[ns]")).tz_localize("UTC"),
+            "open": o[keep],
+            "high": h[keep],
+            "low": lo[keep],
+            "close": c[keep],
+            "volume": volume[keep],
+            "spread": spread[keep],
+        }
+    )
     return clean, quarantine, tuple(notes)

@@ -4,6 +4,7 @@ Each is a ConfigurableResource with a small, typed configuration; tests build th
 a temporary database URL or file path. The demo sources generate their data deterministically
 in-process (nothing is downloaded).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,9 @@ def _read_table(path: str) -> pd.DataFrame:
     return pd.read_csv(p, dtype=str, keep_default_na=False)
 
 
-def _between(frame: pd.DataFrame, column: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+def _between(
+    frame: pd.DataFrame, column: str, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
     """Rows whose ``column`` falls in [start, end). Routing only: a value that is unparseable or
     timezone-naive is routed as if UTC so the row reaches validation (and its quarantine) in the
     partition it claims, instead of vanishing here."""
@@ -78,6 +81,7 @@ class CandleSource(dg.ConfigurableResource):
     def load(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         if self.kind == "demo":
             from autopsy_assets.data import demo_candles
+
             frame = demo_candles()
             return frame[(frame["ts"] >= start) & (frame["ts"] < end)].reset_index(drop=True)
         if self.kind == "csv":
@@ -88,6 +92,7 @@ class CandleSource(dg.ConfigurableResource):
         """First and last candle timestamps the source holds (for `make run`'s range)."""
         if self.kind == "demo":
             from autopsy_assets.data import demo_candles
+
             ts = demo_candles()["ts"]
         else:
             ts = pd.to_datetime(_read_table(self.path)["ts"], utc=True, errors="coerce").dropna()
@@ -116,6 +121,7 @@ class InsightSource(dg.ConfigurableResource):
 @lru_cache(maxsize=2)
 def _demo_insights(include_bad_rows: bool) -> pd.DataFrame:
     from autopsy_assets.data import demo_candles, generate_insights
+
     return generate_insights(demo_candles(), include_bad_rows=include_bad_rows)
 
 
@@ -135,12 +141,14 @@ class NewsSource(dg.ConfigurableResource):
     def load(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         if self.kind == "demo":
             from autopsy_assets.data.news_calendar import scheduled_calendar
+
             return scheduled_calendar(start, end)
         if self.kind == "csv":
             frame = _read_table(self.path)
         elif self.kind == "sql":
             import sqlalchemy as sa
             from autopsy_assets.store import normalize_url
+
             engine = sa.create_engine(normalize_url(self.url))
             try:
                 frame = pd.read_sql_table(self.table, engine)
@@ -176,6 +184,7 @@ class MlflowResource(dg.ConfigurableResource):
 
     def client(self):
         from autopsy_assets.registry import get_client
+
         return get_client(self.tracking_uri or None)
 
 

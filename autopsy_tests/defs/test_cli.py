@@ -1,4 +1,5 @@
 """The `autopsy` command as a user runs it: real Dagster runs on a real (temporary) instance."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -20,8 +21,21 @@ def home(tmp_path, monkeypatch):
 
 
 def test_run_dry_run_and_insight_id(home, capsys):
-    assert cli.main(["run", "--from-date", "2018-03-06", "--to-date", "2018-03-06",
-                     "--skip-rca", "--horizons", "4H,24H"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--from-date",
+                "2018-03-06",
+                "--to-date",
+                "2018-03-06",
+                "--skip-rca",
+                "--horizons",
+                "4H,24H",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "SUCCESS" in out and "Quarantined rows in this run: 0" in out
     store = AuditStore(f"sqlite:///{home}/.autopsy/audit.db")
@@ -43,7 +57,9 @@ def test_run_dry_run_and_insight_id(home, capsys):
     iid = some[some == 2].index[0]
     assert cli.main(["run", "--insight-id", iid, "--horizons", "4H,24H"]) == 0
     assert "already audited (use --force" in capsys.readouterr().out
-    assert cli.main(["run", "--insight-id", iid, "--horizons", "4H,24H", "--force", "--skip-rca"]) == 0
+    assert (
+        cli.main(["run", "--insight-id", iid, "--horizons", "4H,24H", "--force", "--skip-rca"]) == 0
+    )
     with dg.DagsterInstance.get() as instance:
         assert len(instance.get_runs()) == 2
 
@@ -58,11 +74,28 @@ def test_bad_arguments_are_refused_with_a_reason(home, capsys):
 
 def test_retrain_lifecycle_commands(home, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/.autopsy/mlflow.db")
-    assert cli.main(["run", "--from-date", "2018-03-05", "--to-date", "2018-03-16",
-                     "--horizons", "24H"]) == 0
+    assert (
+        cli.main(
+            ["run", "--from-date", "2018-03-05", "--to-date", "2018-03-16", "--horizons", "24H"]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert cli.main(["retrain", "request", "--strategy", "ZenithEdge", "--by", "alice",
-                     "--reason", "first model"]) == 0
+    assert (
+        cli.main(
+            [
+                "retrain",
+                "request",
+                "--strategy",
+                "ZenithEdge",
+                "--by",
+                "alice",
+                "--reason",
+                "first model",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rid = out.splitlines()[0].strip()
     assert len(rid) == 32 and "status pending_approval" in out and "gate:" in out
@@ -72,7 +105,7 @@ def test_retrain_lifecycle_commands(home, monkeypatch, capsys):
     assert "cannot also approve it" in capsys.readouterr().err
     assert cli.main(["reject", rid, "--reviewer", "bob", "--notes", "too few audits"]) == 0
     assert f"request {rid} rejected by bob" in capsys.readouterr().out
-    assert cli.main(["approve", rid, "--reviewer", "bob"]) == 1     # already decided
+    assert cli.main(["approve", rid, "--reviewer", "bob"]) == 1  # already decided
     assert "refused:" in capsys.readouterr().err
     assert cli.main(["retrain", "show", rid]) == 0
     out = capsys.readouterr().out

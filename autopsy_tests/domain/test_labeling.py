@@ -2,6 +2,7 @@
 
 Prices are EURUSD (pip 0.0001) unless said otherwise; every expected number is worked out here.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,32 @@ def bars(rows, start=T0, tf="1h", symbol="EURUSD", step=None):
     out = []
     for i, r in enumerate(rows):
         o, h, lo, c = r[:4]
-        out.append({"symbol": symbol, "timeframe": tf, "ts": start + i * step, "open": o, "high": h,
-                    "low": lo, "close": c, "spread": r[4] if len(r) > 4 else 0.0})
+        out.append(
+            {
+                "symbol": symbol,
+                "timeframe": tf,
+                "ts": start + i * step,
+                "open": o,
+                "high": h,
+                "low": lo,
+                "close": c,
+                "spread": r[4] if len(r) > 4 else 0.0,
+            }
+        )
     return pd.DataFrame(out)
 
 
 def insight(**kw):
-    base = {"insight_id": "I1", "created_at": T0, "symbol": "EURUSD", "side": "long",
-            "entry_price": 1.2000, "stop_loss": 1.1980, "take_profit": 1.2040, "timeframe": "1h"}
+    base = {
+        "insight_id": "I1",
+        "created_at": T0,
+        "symbol": "EURUSD",
+        "side": "long",
+        "entry_price": 1.2000,
+        "stop_loss": 1.1980,
+        "take_profit": 1.2040,
+        "timeframe": "1h",
+    }
     return pd.DataFrame([base | kw])
 
 
@@ -48,7 +67,7 @@ def test_target_first_succeeds_at_the_target():
     c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT, FLAT])
     r = one(insight(), c)
     assert (r.outcome, r.exit_reason, r.exit_price) == ("succeeded", "target", 1.2040)
-    assert r.exit_time == T0 + pd.Timedelta(hours=2)           # end of the deciding bar
+    assert r.exit_time == T0 + pd.Timedelta(hours=2)  # end of the deciding bar
     assert r.duration_minutes == 120
     assert r.pnl_pct == pytest.approx(0.0040 / 1.2 * 100)
     assert r.risk_reward_actual == pytest.approx(2.0)
@@ -79,7 +98,12 @@ def test_finer_candles_settle_what_a_coarse_bar_leaves_open():
     minutes[40] = (1.2000, 1.2001, 1.1970, 1.1990)
     mins = bars(minutes + [(1.2, 1.2005, 1.1995, 1.2)] * 200, tf="1m")
     r = one(insight(), pd.concat([hourly, mins]))
-    assert (r.outcome, r.exit_reason, r.ambiguous, r.candle_timeframe) == ("succeeded", "target", False, "1m")
+    assert (r.outcome, r.exit_reason, r.ambiguous, r.candle_timeframe) == (
+        "succeeded",
+        "target",
+        False,
+        "1m",
+    )
     assert r.exit_time == T0 + pd.Timedelta(minutes=11)
 
 
@@ -103,7 +127,10 @@ def test_short_fills_on_the_ask_with_a_spread():
     assert (r.outcome, r.exit_reason, r.exit_price) == ("failed", "stop", 1.2020)
     # without the spread the same bid candles never touch the stop
     c0 = c.assign(spread=0.0)
-    assert one(insight(side="short", stop_loss=1.2020, take_profit=1.1960), c0).exit_reason == "horizon"
+    assert (
+        one(insight(side="short", stop_loss=1.2020, take_profit=1.1960), c0).exit_reason
+        == "horizon"
+    )
 
 
 def test_horizon_exit_neutral_within_the_band():
@@ -144,7 +171,7 @@ def test_levels_from_the_rule_when_the_insight_has_none():
 
 
 def test_pending_until_candles_cover_the_horizon_then_settled():
-    c = bars([FLAT, FLAT])                        # two hours of a 4H window
+    c = bars([FLAT, FLAT])  # two hours of a 4H window
     assert one(insight(), c).outcome == "pending"
     c = bars([FLAT, FLAT, FLAT, FLAT, FLAT])
     assert one(insight(), c).outcome == "neutral"
@@ -159,7 +186,7 @@ def test_first_touch_is_final_even_while_pending():
 
 def test_hole_inside_the_window_needs_review():
     c = bars([FLAT] * 30)
-    c = c.drop(index=range(3, 8))                 # five hours missing on a Tuesday
+    c = c.drop(index=range(3, 8))  # five hours missing on a Tuesday
     r = one(insight(), c, horizon="24H")
     assert r.outcome == "needs_review" and r.needs_review_reason.startswith("hole")
     assert "300 minutes" in r.needs_review_reason
@@ -167,21 +194,34 @@ def test_hole_inside_the_window_needs_review():
 
 def test_weekend_closure_is_not_a_hole():
     fri = pd.Timestamp("2018-03-09 15:00", tz="UTC")
-    week = bars([FLAT] * 5, start=fri)            # 15:00 .. 19:00 Friday
+    week = bars([FLAT] * 5, start=fri)  # 15:00 .. 19:00 Friday
     mon = bars([FLAT] * 30, start=pd.Timestamp("2018-03-12 00:00", tz="UTC"))
     r = one(insight(created_at=fri), pd.concat([week, mon]), horizon="24H")
     assert r.outcome == "neutral" and r.needs_review_reason == ""
     # the same gap on a crypto symbol (24/7) is a hole
-    crypto = pd.concat([week, mon]).assign(symbol="BTCUSD", open=9000.0, high=9001.0, low=8999.0, close=9000.0)
-    r = one(insight(created_at=fri, symbol="BTCUSD", entry_price=9000.0, stop_loss=8900.0,
-                    take_profit=9200.0), crypto, horizon="24H")
+    crypto = pd.concat([week, mon]).assign(
+        symbol="BTCUSD", open=9000.0, high=9001.0, low=8999.0, close=9000.0
+    )
+    r = one(
+        insight(
+            created_at=fri,
+            symbol="BTCUSD",
+            entry_price=9000.0,
+            stop_loss=8900.0,
+            take_profit=9200.0,
+        ),
+        crypto,
+        horizon="24H",
+    )
     assert r.outcome == "needs_review" and r.needs_review_reason.startswith("hole")
 
 
 def test_horizon_ending_inside_a_closure_settles_on_the_last_close():
     fri = pd.Timestamp("2018-03-09 15:00", tz="UTC")
     week = bars([FLAT] * 4 + [(1.2, 1.2015, 1.1995, 1.2012)], start=fri)
-    r = one(insight(created_at=fri), week, horizon="24H", now=pd.Timestamp("2018-03-10 18:00", tz="UTC"))
+    r = one(
+        insight(created_at=fri), week, horizon="24H", now=pd.Timestamp("2018-03-10 18:00", tz="UTC")
+    )
     assert (r.outcome, r.exit_reason, r.exit_price) == ("succeeded", "horizon", 1.2012)
 
 
@@ -201,8 +241,9 @@ def test_filtered_insight_is_filtered_out_but_replayed():
 def test_slippage_is_fill_versus_entry_in_pips():
     c = bars([FLAT] * 5)
     assert one(insight(fill_price=1.2003), c).slippage_pips == pytest.approx(3.0)
-    assert one(insight(side="short", stop_loss=1.2020, take_profit=1.1960, fill_price=1.2003),
-               c).slippage_pips == pytest.approx(-3.0)
+    assert one(
+        insight(side="short", stop_loss=1.2020, take_profit=1.1960, fill_price=1.2003), c
+    ).slippage_pips == pytest.approx(-3.0)
     assert math.isnan(one(insight(), c).slippage_pips)
 
 
@@ -214,8 +255,11 @@ def test_jpy_pip_size_scales_rule_pips():
     assert instruments.pip_size("BTCUSD") == 1.0 and instruments.pip_size("US30") == 1.0
     assert instruments.currencies("XAUUSD") == ("XAU", "USD")
     c = bars([(106.0, 106.05, 105.95, 106.0)] * 5, symbol="USDJPY")
-    r = one(insight(symbol="USDJPY", entry_price=106.0, stop_loss=math.nan, take_profit=math.nan), c,
-            rules=[RULE | {"fail_sl_pips": 20}])
+    r = one(
+        insight(symbol="USDJPY", entry_price=106.0, stop_loss=math.nan, take_profit=math.nan),
+        c,
+        rules=[RULE | {"fail_sl_pips": 20}],
+    )
     assert r.stop_price == pytest.approx(105.80) and r.target_price == pytest.approx(106.40)
 
 
@@ -231,19 +275,39 @@ def test_same_input_gives_identical_audits_and_hashes():
 
 # --- rules ---------------------------------------------------------------------------------
 
+
 def test_most_specific_then_priority_then_lowest_id_wins():
-    rules = normalise_rules([
-        {"rule_id": 1, "success_rr_ratio": 2},
-        {"rule_id": 2, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 0},
-        {"rule_id": 3, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 5},
-        {"rule_id": 4, "symbol": "EURUSD", "timeframe": "1h", "success_rr_ratio": 2, "priority": -9},
-        {"rule_id": 5, "symbol": "GBPUSD", "success_rr_ratio": 2},
-        {"rule_id": 6, "symbol": "GBPUSD", "success_rr_ratio": 2},
-        {"rule_id": 7, "symbol": "EURUSD", "timeframe": "1h", "horizon": "4H", "success_rr_ratio": 2,
-         "is_active": False},
-    ])
-    win = resolve(rules, np.array(["", "", "", "x"]), np.array(["EURUSD", "EURUSD", "GBPUSD", "USDJPY"]),
-                  np.array(["1h", "5m", "1h", "1h"]), np.array(["4H", "4H", "4H", "4H"]))
+    rules = normalise_rules(
+        [
+            {"rule_id": 1, "success_rr_ratio": 2},
+            {"rule_id": 2, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 0},
+            {"rule_id": 3, "symbol": "EURUSD", "success_rr_ratio": 2, "priority": 5},
+            {
+                "rule_id": 4,
+                "symbol": "EURUSD",
+                "timeframe": "1h",
+                "success_rr_ratio": 2,
+                "priority": -9,
+            },
+            {"rule_id": 5, "symbol": "GBPUSD", "success_rr_ratio": 2},
+            {"rule_id": 6, "symbol": "GBPUSD", "success_rr_ratio": 2},
+            {
+                "rule_id": 7,
+                "symbol": "EURUSD",
+                "timeframe": "1h",
+                "horizon": "4H",
+                "success_rr_ratio": 2,
+                "is_active": False,
+            },
+        ]
+    )
+    win = resolve(
+        rules,
+        np.array(["", "", "", "x"]),
+        np.array(["EURUSD", "EURUSD", "GBPUSD", "USDJPY"]),
+        np.array(["1h", "5m", "1h", "1h"]),
+        np.array(["4H", "4H", "4H", "4H"]),
+    )
     assert rules["rule_id"].to_numpy()[win].tolist() == [4, 3, 5, 1]
 
 
@@ -251,7 +315,9 @@ def test_packaged_rules_have_a_catch_all_and_per_symbol_stops():
     rules = load_rules_yaml()
     catch_all = rules[(rules[["strategy", "symbol", "timeframe", "horizon"]] == "").all(axis=1)]
     assert len(catch_all) == 1 and catch_all["success_rr_ratio"].iloc[0] == 2.0
-    assert catch_all["neutral_band_pips"].iloc[0] == 5 and catch_all["fail_adverse_pct"].iloc[0] == 1.0
+    assert (
+        catch_all["neutral_band_pips"].iloc[0] == 5 and catch_all["fail_adverse_pct"].iloc[0] == 1.0
+    )
     assert set(instruments.load_instruments()) <= set(rules["symbol"]) | {""}
 
 
@@ -264,17 +330,20 @@ def test_bad_rules_are_refused_naming_the_rule():
 
 # --- bad input -----------------------------------------------------------------------------
 
+
 def test_bad_insights_are_quarantined_and_the_rest_labeled():
     c = bars([FLAT] * 6)
     good = insight(insight_id="ok").iloc[0].to_dict()
-    rows = [good,
-            good | {"insight_id": "b1", "symbol": "FOOBAR"},
-            good | {"insight_id": "b2", "side": "sideways"},
-            good | {"insight_id": "b3", "entry_price": "n/a"},
-            good | {"insight_id": "b4", "stop_loss": 1.2010},
-            good | {"insight_id": "b5", "entry_price": None},
-            good | {"insight_id": "b6", "created_at": "2018-03-06 10:00"},
-            good | {"insight_id": "b7", "timeframe": "2h"}]
+    rows = [
+        good,
+        good | {"insight_id": "b1", "symbol": "FOOBAR"},
+        good | {"insight_id": "b2", "side": "sideways"},
+        good | {"insight_id": "b3", "entry_price": "n/a"},
+        good | {"insight_id": "b4", "stop_loss": 1.2010},
+        good | {"insight_id": "b5", "entry_price": None},
+        good | {"insight_id": "b6", "created_at": "2018-03-06 10:00"},
+        good | {"insight_id": "b7", "timeframe": "2h"},
+    ]
     df = pd.DataFrame(rows)
     df["created_at"] = [str(v) if not isinstance(v, str) else v for v in df["created_at"]]
     out = label_outcomes(df, c, horizons=("4H",), rules=[RULE])
@@ -292,14 +361,16 @@ def test_bad_insights_are_quarantined_and_the_rest_labeled():
 
 def test_bad_candles_are_quarantined_sorted_and_deduplicated():
     c = bars([FLAT] * 6)
-    bad = pd.concat([
-        c,
-        c.iloc[[2]],                                          # exact duplicate: keep one
-        c.iloc[[4]].assign(close=1.2001),                     # conflicting duplicate: quarantine both
-        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=6), high=1.1, low=1.3),   # high < low
-        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=7), close=np.nan),
-        c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=8), symbol="NOPE"),
-    ]).iloc[::-1]
+    bad = pd.concat(
+        [
+            c,
+            c.iloc[[2]],  # exact duplicate: keep one
+            c.iloc[[4]].assign(close=1.2001),  # conflicting duplicate: quarantine both
+            c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=6), high=1.1, low=1.3),  # high < low
+            c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=7), close=np.nan),
+            c.iloc[[5]].assign(ts=T0 + pd.Timedelta(hours=8), symbol="NOPE"),
+        ]
+    ).iloc[::-1]
     out = label_outcomes(insight(), bad, horizons=("1H",), rules=[RULE])
     q = out.attrs["quarantine"]
     reasons = " / ".join(r["reason"] for r in q)
@@ -317,6 +388,7 @@ def test_quarantine_survives_pandas_derivations():
     out = label_outcomes(pd.concat([df, df.assign(insight_id="x", side="up")]), c, rules=[RULE])
     q = out.attrs["quarantine"]
     import copy
+
     assert copy.deepcopy(q) is q
     derived = pd.concat([out, out]).astype({"pnl_pct": float})
     assert derived.attrs["quarantine"] == q
@@ -335,6 +407,7 @@ def test_structural_problems_raise_naming_the_column():
 def test_block_hashes_equal_the_hash_of_the_stored_payloads():
     from autopsy_assets.data import generate_market
     from autopsy_assets.domain.replay import block_hashes, decode_block, split_blocks
+
     c = generate_market(symbols=("EURUSD", "BTCUSD"), weeks=1)
     full = split_blocks(c)
     fast = block_hashes(c)
@@ -347,9 +420,18 @@ def test_block_hashes_equal_the_hash_of_the_stored_payloads():
 def test_audits_satisfy_the_pandera_contract_and_a_broken_frame_does_not():
     import pandera.errors
     from autopsy_assets.domain.schemas import audits_schema
+
     c = bars([FLAT, (1.2000, 1.2045, 1.1990, 1.2030), FLAT, FLAT, FLAT])
-    out = label_outcomes(pd.concat([insight(), insight(insight_id="I2", side="short", stop_loss=1.2050,
-                                                       take_profit=1.1900)]), c, rules=[RULE])
+    out = label_outcomes(
+        pd.concat(
+            [
+                insight(),
+                insight(insight_id="I2", side="short", stop_loss=1.2050, take_profit=1.1900),
+            ]
+        ),
+        c,
+        rules=[RULE],
+    )
     audits_schema().validate(out, lazy=True)
     broken = out.assign(max_drawdown=-1.0)
     with pytest.raises(pandera.errors.SchemaErrors, match="max_drawdown"):
