@@ -10,6 +10,7 @@
     autopsy approve ID --reviewer bob [--notes TEXT]      autopsy reject ID --reviewer bob --notes TEXT
     autopsy rollback --strategy ZenithEdge --by bob --reason TEXT
     autopsy challenger set --strategy S --version 2 --by bob --reason "A/B"   (then: challenger promote)
+    autopsy review [--insight-id ID --horizon 4H --reviewer NAME --decision confirmed]
     autopsy report                                        strategy health per strategy
 
 Runs execute in-process against $DAGSTER_HOME (synchronous: the command returns when the run is
@@ -500,6 +501,38 @@ def cmd_challenger(args: argparse.Namespace) -> int:
     return _lifecycle_step(promote, f"{args.strategy}: challenger promoted to champion ({{out}})")
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """List the audits a person must look at (needs_review, ambiguous), or record a review."""
+    store = _store()
+    if args.insight_id:
+        if not args.reviewer:
+            print("recording a review needs --reviewer NAME", file=sys.stderr)
+            return 2
+        try:
+            rid = store.add_review(args.insight_id, args.horizon, args.reviewer, args.notes,
+                                   decision=args.decision)
+        except ValueError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        print(f"review {rid}: {args.insight_id} {args.horizon} {args.decision} by {args.reviewer}")
+        return 0
+    audits = store.current_audits()
+    todo = audits[(audits["outcome"] == "needs_review") | audits["ambiguous"]]
+    done = store.read_reviews()
+    if len(done):
+        seen = set(zip(done["insight_id"], done["horizon"]))
+        todo = todo[[k not in seen for k in zip(todo["insight_id"], todo["horizon"])]]
+    if todo.empty:
+        print("nothing to review")
+        return 0
+    cols = ["insight_id", "horizon", "symbol", "outcome", "ambiguous", "needs_review_reason"]
+    with pd.option_context("display.max_colwidth", 100, "display.width", 200):
+        print(todo[cols].head(args.limit).to_string(index=False))
+    print(f"\n{len(todo)} audit(s) to review; record one with "
+          "`autopsy review --insight-id ID --horizon 4H --reviewer NAME --decision confirmed`")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from autopsy_assets import api
 
@@ -604,6 +637,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--by", required=True)
         sp.add_argument("--reason", required=True)
     ch.set_defaults(fn=cmd_challenger)
+    rv = sub.add_parser("review", help="audits that need a person (needs_review, ambiguous)")
+    rv.add_argument("--insight-id")
+    rv.add_argument("--horizon", default="24H")
+    rv.add_argument("--reviewer")
+    rv.add_argument("--decision", default="confirmed", choices=["confirmed", "relabel", "data_issue"])
+    rv.add_argument("--notes", default="")
+    rv.add_argument("--limit", type=int, default=30)
+    rv.set_defaults(fn=cmd_review)
     rp = sub.add_parser("report", help="strategy health")
     rp.add_argument("--horizon", default="24H")
     rp.add_argument("--by-symbol", action="store_true")

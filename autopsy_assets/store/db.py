@@ -1879,6 +1879,42 @@ class AuditStore:
 
     # -- A/B assignments ------------------------------------------------------------------
 
+    REVIEW_DECISIONS = ("confirmed", "relabel", "data_issue")
+
+    def add_review(self, insight_id: str, horizon: str, reviewer: str, notes: str,
+                   decision: str = "confirmed") -> int:
+        """Record a person's review of the current audit of (insight_id, horizon): decision
+        confirmed (the label stands), relabel (the label is wrong; fix the rule or data and
+        re-run) or data_issue (the candles are wrong). Returns the review id."""
+        decision = str(decision).strip().lower()
+        if decision not in self.REVIEW_DECISIONS:
+            raise ValueError(f"review of {insight_id}/{horizon}: decision {decision!r} is not one "
+                             f"of {', '.join(self.REVIEW_DECISIONS)}")
+        reviewer, notes = str(reviewer or "").strip(), str(notes or "").strip()
+        if not reviewer:
+            raise ValueError(f"review of {insight_id}/{horizon}: a reviewer name is needed")
+        t, r = m.audits, m.audit_reviews
+        with self._writing("reviews") as conn:
+            row = conn.execute(sa.select(t.c.id).where(
+                t.c.insight_id == str(insight_id), t.c.horizon == str(horizon).upper(),
+                t.c.is_current == sa.true())).first()
+            if row is None:
+                raise ValueError(f"review of {insight_id}/{horizon}: there is no current audit")
+            res = conn.execute(r.insert().values(
+                audit_id=row[0], insight_id=str(insight_id), horizon=str(horizon).upper(),
+                decision=decision, reviewer=reviewer, notes=notes, reviewed_at=_now()))
+            return int(res.inserted_primary_key[0])
+
+    def read_reviews(self, insight_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Reviews, newest first: id, audit_id, insight_id, horizon, decision, reviewer, notes,
+        reviewed_at."""
+        r = m.audit_reviews
+        stmt = sa.select(*r.c).order_by(r.c.reviewed_at.desc(), r.c.id.desc())
+        if insight_ids is not None:
+            stmt = stmt.where(r.c.insight_id.in_([str(i) for i in insight_ids]))
+        with self.engine.connect() as conn:
+            return _frame(conn.execute(stmt), _kinds(r))
+
     def put_ab_assignments(self, assignments: pd.DataFrame) -> int:
         """Upsert A/B arms by (insight_id, model_name) (the last row wins for a key given twice):
         insight_id, model_name, arm (champion | challenger), share (the challenger's share,

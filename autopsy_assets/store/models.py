@@ -289,3 +289,19 @@ ab_assignments = sa.Table(
     sa.Column("model_version", _STR, nullable=True),
     _time("assigned_at", nullable=False),
 )
+
+audit_reviews = sa.Table(
+    "audit_reviews", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("audit_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+              sa.ForeignKey("audits.id"), nullable=False),
+    sa.Column("insight_id", _STR, nullable=False),
+    sa.Column("horizon", _STR, nullable=False),
+    sa.Column("decision", _STR, nullable=False),  # confirmed | relabel | data_issue
+    sa.Column("reviewer", _STR, nullable=False),
+    sa.Column("notes", sa.Text(), nullable=False),
+    _time("reviewed_at", nullable=False),
+    sa.Index("ix_audit_reviews_insight_horizon", "insight_id", "horizon"),
+    sa.Index("ix_audit_reviews_reviewed_at", "reviewed_at"),
+)

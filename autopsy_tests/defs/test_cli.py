@@ -116,3 +116,25 @@ def test_retrain_lifecycle_commands(home, monkeypatch, capsys):
     assert "refused:" in capsys.readouterr().err
     assert cli.main(["report"]) == 0
     assert "ZenithEdge" in capsys.readouterr().out
+
+
+def test_review_lists_and_records(home, capsys):
+    # a day of the real hourly sample where some audits need a person
+    assert cli.main(["run", "--from-date", "2017-09-20", "--to-date", "2017-09-20",
+                     "--skip-rca"]) == 0
+    capsys.readouterr()
+    store = AuditStore(f"sqlite:///{home}/.autopsy/audit.db")
+    audits = store.current_audits()
+    todo = audits[(audits["outcome"] == "needs_review") | audits["ambiguous"]]
+    assert len(todo) >= 2
+    assert cli.main(["review"]) == 0
+    out = capsys.readouterr().out
+    first = todo.iloc[0]
+    assert f"{len(todo)} audit(s) to review" in out and first["insight_id"] in out
+    assert cli.main(["review", "--insight-id", first["insight_id"], "--horizon", first["horizon"],
+                     "--reviewer", "carol", "--decision", "confirmed", "--notes", "ok"]) == 0
+    assert "confirmed by carol" in capsys.readouterr().out
+    assert cli.main(["review"]) == 0
+    assert f"{len(todo) - 1} audit(s) to review" in capsys.readouterr().out
+    assert cli.main(["review", "--insight-id", "NOPE", "--reviewer", "carol"]) == 1
+    assert "no current audit" in capsys.readouterr().err

@@ -280,3 +280,23 @@ def test_50k_audits_upsert_fast(store, make_audits) -> None:
     assert all(n == 1 for *_, n in _current_per_key(store))
     # on this shared 2-core machine each step takes ~1.5-3 s for 50,000 rows on SQLite
     assert max(insert_s, rerun_s, change_s) < 6, (insert_s, rerun_s, change_s)
+
+
+def test_reviews_attach_to_the_current_audit(store, make_audits) -> None:
+    a = make_audits(2, horizons=("4H",), outcome="needs_review", needs_review=True,
+                    needs_review_reason="hole: 300 minutes of candles missing")
+    store.upsert_audits(a)
+    rid = store.add_review("ins000001", "4h", "carol", "broker outage; candles re-imported",
+                           decision="data_issue")
+    reviews = store.read_reviews()
+    history = store.audit_history("ins000001", "4H")
+    assert reviews[["id", "insight_id", "horizon", "decision", "reviewer"]].values.tolist() == [
+        [rid, "ins000001", "4H", "data_issue", "carol"]]
+    assert reviews["audit_id"].iloc[0] == history.loc[history["is_current"], "id"].iloc[0]
+    with pytest.raises(ValueError, match="decision 'maybe' is not one of"):
+        store.add_review("ins000001", "4H", "carol", "", decision="maybe")
+    with pytest.raises(ValueError, match="no current audit"):
+        store.add_review("nope", "4H", "carol", "")
+    with pytest.raises(ValueError, match="reviewer name is needed"):
+        store.add_review("ins000000", "4H", " ", "")
+    assert len(store.read_reviews(["ins000000"])) == 0

@@ -17,8 +17,8 @@ from autopsy_assets.store import models
 T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")
 TABLES = {"candle_blocks", "candle_days", "insights", "labeling_rules", "audits", "quarantine",
           "news_events", "market_regimes", "pattern_checks", "audit_rca", "explanations",
-          "audit_trail", "alias_moves", "ab_assignments"}
-HEAD = "0002"
+          "audit_trail", "alias_moves", "ab_assignments", "audit_reviews"}
+HEAD = "0003"
 
 
 def test_postgres_urls_are_rewritten_to_psycopg2() -> None:
