@@ -72,8 +72,19 @@ def _execute(job_name: str, first_day: str, last_day: str, run_config: dict | No
     return _run_job(job_name, run_config, {RANGE_START: first_day, RANGE_END: last_day, **tags})
 
 
-def _run_op_job(name: str, ops_config: dict, tags: dict):
-    return _run_job(name, {"ops": ops_config}, tags, quiet=True)
+def _simulate(strategy: str, requested_by: str, reason: str, trigger: str):
+    """Record a retrain request and simulate it in one in-process Dagster run."""
+    config = {"strategy": strategy, "requested_by": requested_by, "reason": reason}
+    return _run_job("retrain_simulation_job", {"ops": {"simulate_retrain": {"config": config}}},
+                    {"autopsy/trigger": trigger, "autopsy/requested_by": requested_by},
+                    quiet=True)
+
+
+def _approve(request_id: str, reviewer: str, notes: str, trigger: str):
+    """Approve, train, register and promote in one in-process Dagster run."""
+    config = {"request_id": request_id, "reviewer": reviewer, "notes": notes}
+    return _run_job("retrain_training_job", {"ops": {"train_approved": {"config": config}}},
+                    {"autopsy/trigger": trigger, "autopsy/reviewer": reviewer}, quiet=True)
 
 
 def _store():
@@ -157,19 +168,7 @@ def _demo_learning_loop(store) -> bool:
     print("\nLearning loop: retrain request -> simulation -> approval -> champion, per strategy")
     strategies = sorted(store.read_insights()["strategy"].dropna().unique())
     for strategy in strategies:
-        result = _run_op_job(
-            "retrain_simulation_job",
-            {
-                "simulate_retrain": {
-                    "config": {
-                        "strategy": strategy,
-                        "requested_by": "demo-requester",
-                        "reason": "first meta-model on the demo data",
-                    }
-                }
-            },
-            {"autopsy/trigger": "demo"},
-        )
+        result = _simulate(strategy, "demo-requester", "first meta-model on the demo data", "demo")
         if not result.success:
             print(f"  {strategy}: simulation failed: {_failure_message(result)}")
             continue
@@ -183,19 +182,7 @@ def _demo_learning_loop(store) -> bool:
                 + "; ".join(gate.get("reasons", []))
             )
             continue
-        approved = _run_op_job(
-            "retrain_training_job",
-            {
-                "train_approved": {
-                    "config": {
-                        "request_id": rid,
-                        "reviewer": "demo-reviewer",
-                        "notes": "demo approval",
-                    }
-                }
-            },
-            {"autopsy/trigger": "demo"},
-        )
+        approved = _approve(rid, "demo-reviewer", "demo approval", "demo")
         if not approved.success:
             print(f"  {strategy}: approval refused: {_failure_message(approved)}")
             continue
@@ -409,12 +396,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         _print_request(registry.show_request(args.request_id, client=client, store=store))
         return 0
     # request: record it, then simulate at once in an in-process Dagster run
-    config = {"strategy": args.strategy, "requested_by": args.by, "reason": args.reason}
-    result = _run_op_job(
-        "retrain_simulation_job",
-        {"simulate_retrain": {"config": config}},
-        {"autopsy/trigger": "cli", "autopsy/requested_by": args.by},
-    )
+    result = _simulate(args.strategy, args.by, args.reason, "cli")
     if not result.success:
         print(f"refused: {_failure_message(result)}", file=sys.stderr)
         return 1
@@ -426,19 +408,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     _ensure_instance_home()
-    result = _run_op_job(
-        "retrain_training_job",
-        {
-            "train_approved": {
-                "config": {
-                    "request_id": args.request_id,
-                    "reviewer": args.reviewer,
-                    "notes": args.notes or "",
-                }
-            }
-        },
-        {"autopsy/trigger": "cli", "autopsy/reviewer": args.reviewer},
-    )
+    result = _approve(args.request_id, args.reviewer, args.notes or "", "cli")
     if not result.success:
         print(f"refused: {_failure_message(result)}", file=sys.stderr)
         return 1

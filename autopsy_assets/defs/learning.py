@@ -43,6 +43,16 @@ def load_dataset(
     )
 
 
+def champion_versions(client) -> pd.DataFrame:
+    """The registry's current champions: one row per strategy (model_versions_frame columns)."""
+    from autopsy_assets import registry
+
+    versions = registry.model_versions_frame(client=client)
+    if versions.empty:
+        return versions
+    return versions[versions["aliases"].map(lambda a: "champion" in a)]
+
+
 class DatasetConfig(dg.Config):
     horizon: str = DATASET_HORIZON
 
@@ -125,10 +135,7 @@ def explanations(
     from autopsy_assets.domain.meta_model import explain_insights, global_importance
 
     store, client = audit_store.get(), mlflow.client()
-    versions = registry.model_versions_frame(client=client)
-    champions = (
-        versions[versions["aliases"].map(lambda a: "champion" in a)] if len(versions) else versions
-    )
+    champions = champion_versions(client)
     if champions.empty:
         return dg.MaterializeResult(metadata={"explained": 0, "note": "no champion model yet"})
     ds = load_dataset(store, config.horizon)
@@ -259,10 +266,7 @@ def insight_scores(
     from autopsy_assets import registry
 
     store, client = audit_store.get(), mlflow.client()
-    versions = registry.model_versions_frame(client=client)
-    champions = (
-        versions[versions["aliases"].map(lambda a: "champion" in a)] if len(versions) else versions
-    )
+    champions = champion_versions(client)
     if champions.empty:
         return dg.MaterializeResult(metadata={"scored": 0, "note": "no champion model yet"})
     ds = load_dataset(store, config.horizon)
@@ -390,9 +394,9 @@ def champion_degradation_sensor(
     from autopsy_assets import registry
 
     client = mlflow.client()
-    versions = registry.model_versions_frame(client=client)
-    if versions.empty:
-        return dg.SkipReason("no registered model yet")
+    champions = champion_versions(client)
+    if champions.empty:
+        return dg.SkipReason("no champion model yet")
     store = audit_store.get()
     open_ = registry.list_requests(client=client)
     busy = (
@@ -408,7 +412,7 @@ def champion_degradation_sensor(
         else set()
     )
     requests = []
-    for row in versions[versions["aliases"].map(lambda a: "champion" in a)].itertuples():
+    for row in champions.itertuples():
         if row.strategy in busy:
             continue
         audits = store.current_audits(horizons=[DATASET_HORIZON])
