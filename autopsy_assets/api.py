@@ -101,55 +101,44 @@ def label_outcomes(
 
 
 def replay_audits(audits: pd.DataFrame, insights: pd.DataFrame, read_blocks) -> pd.DataFrame:
-    """Re-label ``audits`` from the candle blocks they recorded and compare them.
+    """Re-label ``audits`` from the candle blocks they recorded and compare them, column by column.
 
     read_blocks(hashes) returns the candles of those content-addressed blocks (the audit store's
     `read_blocks`). Each audit is replayed with its own rule snapshot and `now` at its window end,
-    so nothing but what the audit recorded is used. Returns one row per audit: insight_id, horizon,
-    outcome, replayed_outcome, snapshot_hash, replayed_hash, match (bool).
+    so nothing but what the audit recorded is used. Returns one row per audit: insight_id,
+    horizon, outcome, replayed_outcome, snapshot_hash, replayed_hash, differing (the audit
+    columns whose values differ, '' when byte-identical) and match (bool).
     """
     import json
 
     by_id = insights.set_index("insight_id", drop=False)
     rows = []
-    for a in audits.itertuples(index=False):
-        hashes = [h for h in str(a.candle_blocks).split(",") if h]
-        replayed_outcome, replayed_hash = "", ""
-        if hashes and a.insight_id in by_id.index:
-            candles = read_blocks(hashes)
-            ins = by_id.loc[[a.insight_id]].reset_index(drop=True)
-            rule = json.loads(a.rule_snapshot)
-            out = label_outcomes(
-                ins, candles, horizons=(a.horizon,), rules=[rule], now=pd.Timestamp(a.window_end)
-            )
-            if len(out):
-                replayed_outcome, replayed_hash = (
-                    out["outcome"].iloc[0],
-                    out["snapshot_hash"].iloc[0],
-                )
-        rows.append(
-            {
-                "insight_id": a.insight_id,
-                "horizon": a.horizon,
-                "outcome": a.outcome,
-                "replayed_outcome": replayed_outcome,
-                "snapshot_hash": a.snapshot_hash,
-                "replayed_hash": replayed_hash,
-                "match": replayed_hash == a.snapshot_hash and replayed_outcome == a.outcome,
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "insight_id",
-            "horizon",
-            "outcome",
-            "replayed_outcome",
-            "snapshot_hash",
-            "replayed_hash",
-            "match",
-        ],
-    )
+    for a in audits.to_dict("records"):
+        hashes = [h for h in str(a["candle_blocks"]).split(",") if h]
+        replayed: dict = {}
+        if hashes and a["insight_id"] in by_id.index:
+            ins = by_id.loc[[a["insight_id"]]].reset_index(drop=True)
+            out = label_outcomes(ins, read_blocks(hashes), horizons=(a["horizon"],),
+                                 rules=[json.loads(a["rule_snapshot"])],
+                                 now=pd.Timestamp(a["window_end"]))
+            replayed = out.iloc[0].to_dict() if len(out) else {}
+        differing = [c for c in AUDIT_COLUMNS if not _same_value(a.get(c), replayed.get(c))]
+        rows.append({"insight_id": a["insight_id"], "horizon": a["horizon"],
+                     "outcome": a["outcome"], "replayed_outcome": replayed.get("outcome", ""),
+                     "snapshot_hash": a["snapshot_hash"],
+                     "replayed_hash": replayed.get("snapshot_hash", ""),
+                     "differing": ",".join(differing), "match": not differing})
+    return pd.DataFrame(rows, columns=["insight_id", "horizon", "outcome", "replayed_outcome",
+                                       "snapshot_hash", "replayed_hash", "differing", "match"])
+
+
+def _same_value(a, b) -> bool:
+    """Exact equality where two missing values (None, NaN, NaT) count as equal."""
+    a_missing = a is None or (not isinstance(a, str) and bool(pd.isna(a)))
+    b_missing = b is None or (not isinstance(b, str) and bool(pd.isna(b)))
+    if a_missing or b_missing:
+        return a_missing and b_missing
+    return bool(a == b)
 
 
 def detect_patterns(

@@ -436,3 +436,27 @@ def test_audits_satisfy_the_pandera_contract_and_a_broken_frame_does_not():
     broken = out.assign(max_drawdown=-1.0)
     with pytest.raises(pandera.errors.SchemaErrors, match="max_drawdown"):
         audits_schema().validate(broken, lazy=True)
+
+
+def test_replay_from_blocks_is_byte_identical_and_catches_a_tampered_audit():
+    from autopsy_assets.api import replay_audits
+    from autopsy_assets.domain.replay import decode_block, split_blocks
+
+    c = pd.concat([bars([FLAT] * 3 + [(1.2000, 1.2045, 1.1990, 1.2030)] + [FLAT] * 40),
+                   bars([FLAT] * 30, start=T0 + pd.Timedelta(days=2))])
+    ins = pd.concat([insight(), insight(insight_id="I2", side="short", stop_loss=1.2050,
+                                        take_profit=1.1900)])
+    audits = label_outcomes(ins, c, rules=[RULE])
+    blocks = split_blocks(c)
+    store = {r.sha256: decode_block(r.payload).assign(symbol=r.symbol, timeframe=r.timeframe)
+             for r in blocks.itertuples()}
+
+    def read_blocks(hashes):
+        return pd.concat([store[h] for h in hashes], ignore_index=True)
+
+    resolved = audits[audits["outcome"] != "pending"]
+    replay = replay_audits(resolved, ins, read_blocks)
+    assert replay["match"].all() and len(replay) == len(resolved) >= 6
+    tampered = resolved.assign(exit_price=resolved["exit_price"] + 1e-9)
+    again = replay_audits(tampered.head(1), ins, read_blocks)
+    assert not again["match"].iloc[0] and again["differing"].iloc[0] == "exit_price"
