@@ -312,8 +312,7 @@ def label(
         both = touched & ~gap_stop & ~gap_tgt & stop_hit & tgt_hit
         at_stop = touched & ~gap_stop & ~gap_tgt & stop_hit
         at_tgt = touched & ~gap_stop & ~gap_tgt & ~stop_hit
-        r_exit = np.full(len(rows), np.nan)
-        r_exit = np.where(gap_stop | gap_tgt, op, r_exit)
+        r_exit = np.where(gap_stop | gap_tgt, op, np.nan)
         r_exit = np.where(at_stop, st, r_exit)
         r_exit = np.where(at_tgt, tg, r_exit)
         reason = np.full(len(rows), "", dtype=object)
@@ -323,9 +322,9 @@ def label(
         gp[gap_stop] = np.abs(op - st)[gap_stop] / pip[rows][gap_stop]
         gp[gap_tgt] = np.abs(op - tg)[gap_tgt] / pip[rows][gap_tgt]
 
-        # no touch: the horizon decides once candles cover it, else pending
-        # the horizon has passed once `now` is beyond it and candles reach it, or the candles
-        # stop inside a market closure that lasts until after it (nothing more can come)
+        # no touch: the horizon decides once it has passed, else pending. It has passed once
+        # `now` is beyond it and candles reach it, or the candles stop inside a market closure
+        # that lasts until after it (nothing more can come)
         du = data_until[rows]
         elapsed = (effective_now[rows] >= we_r) & (
             (du >= we_r) | instruments.inside_closure(du, we_r, cs.closures)
@@ -342,7 +341,6 @@ def label(
         )
         # bars lived in full: before the exit bar for level exits; all of them at the horizon
         full_end = np.where(touched, j, e)
-        lo_tab = np.where(lg, 0, 1)
         bid_lo = cs.tables["low"].query(s, full_end)
         bid_hi = cs.tables["high"].query(s, full_end)
         if cs.has_spread:
@@ -350,8 +348,9 @@ def label(
             ask_hi = cs.tables["ask_high"].query(s, full_end)
         else:
             ask_lo, ask_hi = bid_lo, bid_hi
-        lo_px = np.where(lo_tab == 0, bid_lo, ask_lo)
-        hi_px = np.where(lo_tab == 0, bid_hi, ask_hi)
+        # a long is closed on the bid, a short on the ask
+        lo_px = np.where(lg, bid_lo, ask_lo)
+        hi_px = np.where(lg, bid_hi, ask_hi)
         lo_px = np.fmin(lo_px, r_exit)
         hi_px = np.fmax(hi_px, r_exit)
         lo_px[np.isinf(lo_px)] = np.nan
