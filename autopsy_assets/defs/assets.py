@@ -43,8 +43,16 @@ def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timesta
     return pd.Timestamp(tw.start).tz_convert("UTC"), pd.Timestamp(tw.end).tz_convert("UTC")
 
 
-def _quarantine(store, rows, context: dg.AssetExecutionContext) -> int:
-    rows = list(rows)
+def _quarantine(store, rows, context: dg.AssetExecutionContext, raw: pd.DataFrame | None = None
+                ) -> int:
+    """Store rejected rows with their reasons and, when ``raw`` is the frame they came from, the
+    raw row itself as payload: nothing is lost, a fixed row can be loaded again."""
+    def raw_row(i: int) -> dict:
+        return {str(k): None if pd.isna(v) else str(v) for k, v in raw.iloc[i].items()}
+
+    rows = [{"source": r["source"], "row_id": r["row_id"], "reason": r["reason"],
+             "payload": raw_row(r["row"]) if raw is not None and "row" in r else None}
+            for r in rows]
     if rows:
         store.quarantine(rows, run_id=context.run.run_id, partition_key=_range_label(context))
         context.log.warning(
@@ -80,7 +88,7 @@ def candles(
         raise dg.Failure(description=str(exc)) from exc
     for note in notes:
         context.log.info(note)
-    n_q = _quarantine(store, quarantine, context)
+    n_q = _quarantine(store, quarantine, context, raw)
     clean_candles_schema().validate(clean, lazy=True)  # the store's edge: a failure is a bug
     counts = store.put_candles(clean) if len(clean) else {"blocks_new": 0, "blocks_unchanged": 0}
     per_symbol = clean.groupby(["symbol", "timeframe"]).size().rename("candles").reset_index()
@@ -118,7 +126,7 @@ def insights(
         clean, quarantine = validate_insights(raw)
     except InputError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    n_q = _quarantine(store, quarantine, context)
+    n_q = _quarantine(store, quarantine, context, raw)
     clean_insights_schema().validate(clean, lazy=True)
     stored = store.put_insights(clean) if len(clean) else 0
     return dg.MaterializeResult(

@@ -26,7 +26,8 @@ _TZ_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2}|UTC)$"
 
 
 class Quarantine(tuple):
-    """Rejected rows: an immutable sequence of dicts (source, row_id, reason).
+    """Rejected rows: an immutable sequence of dicts (source, row_id, reason; validation adds
+    row, the row's position in the frame it was given, so the caller can keep the raw row).
 
     It lives in DataFrame.attrs, which pandas deep-copies into every derived frame and compares
     with == in concat: a tuple that returns itself from deepcopy keeps both cheap and safe.
@@ -254,7 +255,7 @@ def validate_insights(
 
     bad = r.bad
     quarantine = Quarantine(
-        {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason(i)}
+        {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason(i), "row": int(i)}
         for i in np.flatnonzero(bad)
     )
     good = ~bad
@@ -441,7 +442,8 @@ def validate_candles(
     bad = r.bad
     rid = lambda i: f"{symbol[i]}|{tf[i]}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
     quarantine = Quarantine(
-        {"source": "candles", "row_id": rid(i), "reason": r.reason(i)} for i in np.flatnonzero(bad)
+        {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
+        for i in np.flatnonzero(bad)
     )
     keep = good[~drop]
     clean = pd.DataFrame(

@@ -97,6 +97,7 @@ def test_materialize_labels_every_insight_and_a_rerun_adds_no_rows(instance, sto
     )
     assert rca["confidence"].between(0, 100).all() and rca["summary"].str.len().gt(10).all()
     assert len(store.read_news(start, end)) > 0
+
     assert len(store.read_regimes(start, end)) > 0
     claims = ins[ins["patterns"].fillna("").astype(str).str.len() > 0]
     checks = store.read_pattern_checks(ins["insight_id"])
@@ -252,3 +253,20 @@ def test_replay_window_reads_the_audit_back_from_its_blocks(instance, store_reso
     assert a["exit_price"] == last["close"] + (0.0 if a["side"] == "long" else last["spread"])
     assert agg["high"] == window["high"].max() and agg["low"] == window["low"].min()
     assert len(rep["path"]) <= 502 and rep["path"]["ts"].is_monotonic_increasing
+
+
+def test_quarantined_rows_keep_their_raw_content(instance, store_resource):
+    from autopsy_assets.defs.assets import insights as insights_asset
+    from autopsy_assets.resources import _demo_insights
+
+    demo = _demo_insights(True)
+    bad = demo[demo["insight_id"] == "BAD-ENTRY-NOT-NUMBER"].iloc[0]
+    day = str(pd.Timestamp(bad["created_at"]).date())
+    result = dg.materialize([insights_asset], partition_key=day, instance=instance,
+                            resources={"audit_store": store_resource,
+                                       "insight_source": InsightSource()})
+    assert result.asset_materializations_for_node("insights")[0].metadata["quarantined"].value >= 1
+    q = store_resource.get().read_quarantine(source="insights").set_index("row_id")
+    row = q.loc["BAD-ENTRY-NOT-NUMBER"]
+    assert row["reason"] == "entry_price 'n/a' is not a number"
+    assert row["payload"]["entry_price"] == "n/a" and row["payload"]["symbol"] == bad["symbol"]
