@@ -112,6 +112,27 @@ def main() -> None:
     )
     print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in out["outcome"].value_counts().items()))
 
+    # where the time goes: per-call costs on the candles (validation, hashing every block) do
+    # not shrink with fewer insights; the engine's share grows with them
+    from autopsy_assets.domain import labeling, validation
+    from autopsy_assets.domain.replay import block_hashes
+
+    def best(fn):
+        runs = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            value = fn()
+            runs.append(time.perf_counter() - t0)
+        return min(runs), value
+
+    t_vi, (clean_ins, _) = best(lambda: validation.validate_insights(insights))
+    t_vc, (clean_c, _, _) = best(lambda: validation.validate_candles(candles))
+    t_bh, _ = best(lambda: block_hashes(clean_c))
+    t_lb, _ = best(lambda: labeling.label(clean_ins, clean_c, ("7D",), rules))
+    print(f"  breakdown (best of {args.repeat}): validate insights {t_vi * 1e3:.0f} ms, validate "
+          f"candles {t_vc * 1e3:.0f} ms, engine {t_lb * 1e3:.0f} ms (of which sha256 of every "
+          f"candle block {t_bh * 1e3:.0f} ms)")
+
     sample = insights.sample(min(args.scan_sample, len(insights)), random_state=0)
     t = time.perf_counter()
     per_insight_scan(sample, candles)
