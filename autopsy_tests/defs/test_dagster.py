@@ -159,6 +159,8 @@ def test_sensor_relabels_pending_audits_once_candles_arrive(instance, store_reso
     keys = [r.partition_key for r in ready.run_requests]
     assert day in keys
     rr = next(r for r in ready.run_requests if r.partition_key == day)
+    # the run key names the newest candle: another arrival of candles gives another run
+    assert rr.run_key.startswith(f"relabel:{day}:2018-03-16T")
     defs.resolve_job_def("relabel_job").execute_in_process(
         instance=instance,
         partition_key=day,
