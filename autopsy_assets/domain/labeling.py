@@ -222,6 +222,7 @@ def label(
     hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
     group_id = np.full(N, -1, dtype=np.int64)
     bar_of_row = np.zeros(N, dtype=np.int64)
+    lived_lo, lived_hi = np.full(N, np.inf), np.full(N, -np.inf)
 
     # candle sets per symbol, finest first
     sets: list[_CandleSet] = []
@@ -350,6 +351,7 @@ def label(
         # a long is closed on the bid, a short on the ask
         lo_px = np.where(lg, bid_lo, ask_lo)
         hi_px = np.where(lg, bid_hi, ask_hi)
+        lived_lo[rows], lived_hi[rows] = lo_px, hi_px  # before the exit bar (refinement)
         lo_px = np.fmin(lo_px, r_exit)
         hi_px = np.fmax(hi_px, r_exit)
         lo_px[np.isinf(lo_px)] = np.nan
@@ -425,6 +427,32 @@ def label(
         ambiguous[rows] = both & ~review
         hash_last_ns[rows] = np.where(touched, cs.ts[jj], np.where(e > s, cs.ts[last], -1))
 
+    # a coarse bar that touched both levels: finer candles covering that bar settle it
+    fine_group = np.full(N, -1, dtype=np.int64)
+    if ambiguous.any():
+        _refine_ambiguous(
+            sets,
+            by_symbol,
+            symbol,
+            side_long,
+            stop,
+            target,
+            pip,
+            group_id,
+            bar_of_row,
+            ambiguous,
+            outcome,
+            exit_price,
+            exit_time,
+            exit_reason,
+            gap_pips,
+            low_price,
+            high_price,
+            lived_lo,
+            lived_hi,
+            fine_group,
+        )
+
     # rows whose symbol has no candles: pending until they arrive (or empty once now passed)
     no_data = group_id < 0
     if no_data.any() and now_ns is not None:
@@ -461,6 +489,16 @@ def label(
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         candles, sets, group_id, hash_first_day, hash_last_ns
     )
+    refined = fine_group >= 0
+    if refined.any():  # the finer blocks of the settling day are read too: they join the identity
+        fine_day = exit_time - exit_time % _DAY_NS
+        fine_blocks, _, _ = _block_identity(candles, sets, fine_group, fine_day, fine_day)
+        blocks_col[refined] = [
+            a + "," + b for a, b in zip(blocks_col[refined], fine_blocks[refined])
+        ]
+        candles_hash_col[refined] = [_sha(b) for b in blocks_col[refined]]
+        codes = pd.factorize(pd.Series(candles_hash_col, dtype=object))[0]
+        candles_ident = np.where(group_id >= 0, codes, -1).astype(np.int64)
     # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
     pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
     uniq_pairs, first_row, pair_codes = np.unique(pair_key, return_index=True, return_inverse=True)
@@ -517,6 +555,92 @@ def label(
     )
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
+
+
+def _refine_ambiguous(
+    sets,
+    by_symbol,
+    symbol,
+    side_long,
+    stop,
+    target,
+    pip,
+    group_id,
+    bar_of_row,
+    ambiguous,
+    outcome,
+    exit_price,
+    exit_time,
+    exit_reason,
+    gap_pips,
+    low_price,
+    high_price,
+    lived_lo,
+    lived_hi,
+    fine_group,
+) -> None:
+    """Re-walk the deciding bar of ambiguous rows on finer candles that cover it bar for bar.
+
+    The walked timeframe is the finest covering the whole window; finer candles that cover
+    only part of it (say, recent minutes under a long hourly history) still settle a coarse bar
+    they cover completely. Outcomes, exits and extremes are updated in place; ``fine_group``
+    records which finer set settled each row (its blocks join the audit's identity).
+    """
+    for sym, gids in by_symbol.items():
+        todo = np.flatnonzero(ambiguous & (symbol == sym))
+        for g in gids:  # finest first
+            if not len(todo):
+                break
+            cs = sets[g]
+            todo_g = todo[bar_of_row[todo] > cs.bar_ns]
+            if not len(todo_g):
+                continue
+            bar_end = exit_time[todo_g]
+            bar_start = bar_end - bar_of_row[todo_g]
+            s = np.searchsorted(cs.ts, bar_start, side="left")
+            e = np.searchsorted(cs.ts, bar_end - cs.bar_ns, side="right")
+            full = (e - s) == bar_of_row[todo_g] // cs.bar_ns  # every finer bar is there
+            rows, s, e = todo_g[full], s[full], e[full]
+            if not len(rows):
+                continue
+            cs.build(max(1, int((e - s).max()).bit_length()))
+            lg = side_long[rows]
+            st, tg = stop[rows], target[rows]
+            j_stop, j_tgt = e.copy(), e.copy()
+            L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
+            if len(L):
+                j_stop[L] = cs.tables["low"].first_crossing(s[L], e[L], st[L], touches_below=True)
+                j_tgt[L] = cs.tables["high"].first_crossing(s[L], e[L], tg[L], touches_below=False)
+            if len(S):
+                j_stop[S] = cs.tables["ask_high"].first_crossing(s[S], e[S], st[S], False)
+                j_tgt[S] = cs.tables["ask_low"].first_crossing(s[S], e[S], tg[S], True)
+            j = np.minimum(j_stop, j_tgt)
+            ok = j < e  # finer candles that do not touch what the coarse bar did: keep it
+            rows, s, j, lg, st, tg = rows[ok], s[ok], j[ok], lg[ok], st[ok], tg[ok]
+            j_stop, j_tgt = j_stop[ok], j_tgt[ok]
+            sgn = np.where(lg, 1.0, -1.0)
+            op = cs.open[j] + np.where(lg, 0.0, cs.spread[j])
+            stop_hit, tgt_hit = j_stop == j, j_tgt == j
+            gap_stop = stop_hit & (sgn * (op - st) <= 0)
+            gap_tgt = ~gap_stop & tgt_hit & (sgn * (op - tg) >= 0)
+            at_stop = ~gap_stop & ~gap_tgt & stop_hit
+            new_exit = np.where(gap_stop | gap_tgt, op, np.where(at_stop, st, tg))
+            exit_price[rows] = new_exit
+            exit_time[rows] = cs.ts[j] + cs.bar_ns
+            exit_reason[rows] = np.select(
+                [gap_stop, gap_tgt, at_stop], ["gap_stop", "gap_target", "stop"], "target"
+            )
+            outcome[rows] = np.where(gap_stop | at_stop, "failed", "succeeded")
+            gap_pips[rows] = np.where(
+                gap_stop | gap_tgt, np.abs(op - np.where(gap_stop, st, tg)) / pip[rows], np.nan
+            )
+            ambiguous[rows] = stop_hit & tgt_hit & ~gap_stop & ~gap_tgt  # still both, finer
+            lo = np.where(lg, cs.tables["low"].query(s, j), cs.tables["ask_low"].query(s, j))
+            hi = np.where(lg, cs.tables["high"].query(s, j), cs.tables["ask_high"].query(s, j))
+            low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), new_exit)
+            high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), new_exit)
+            fine_group[rows] = g
+            todo = np.setdiff1d(todo, rows)
 
 
 def _frame(columns: dict) -> pd.DataFrame:

@@ -442,14 +442,21 @@ def test_replay_from_blocks_is_byte_identical_and_catches_a_tampered_audit():
     from autopsy_assets.api import replay_audits
     from autopsy_assets.domain.replay import decode_block, split_blocks
 
-    c = pd.concat([bars([FLAT] * 3 + [(1.2000, 1.2045, 1.1990, 1.2030)] + [FLAT] * 40),
-                   bars([FLAT] * 30, start=T0 + pd.Timedelta(days=2))])
-    ins = pd.concat([insight(), insight(insight_id="I2", side="short", stop_loss=1.2050,
-                                        take_profit=1.1900)])
+    c = pd.concat(
+        [
+            bars([FLAT] * 3 + [(1.2000, 1.2045, 1.1990, 1.2030)] + [FLAT] * 40),
+            bars([FLAT] * 30, start=T0 + pd.Timedelta(days=2)),
+        ]
+    )
+    ins = pd.concat(
+        [insight(), insight(insight_id="I2", side="short", stop_loss=1.2050, take_profit=1.1900)]
+    )
     audits = label_outcomes(ins, c, rules=[RULE])
     blocks = split_blocks(c)
-    store = {r.sha256: decode_block(r.payload).assign(symbol=r.symbol, timeframe=r.timeframe)
-             for r in blocks.itertuples()}
+    store = {
+        r.sha256: decode_block(r.payload).assign(symbol=r.symbol, timeframe=r.timeframe)
+        for r in blocks.itertuples()
+    }
 
     def read_blocks(hashes):
         return pd.concat([store[h] for h in hashes], ignore_index=True)
@@ -460,3 +467,44 @@ def test_replay_from_blocks_is_byte_identical_and_catches_a_tampered_audit():
     tampered = resolved.assign(exit_price=resolved["exit_price"] + 1e-9)
     again = replay_audits(tampered.head(1), ins, read_blocks)
     assert not again["match"].iloc[0] and again["differing"].iloc[0] == "exit_price"
+
+
+def test_finer_candles_covering_only_the_ambiguous_bar_settle_it_and_replay_reads_them():
+    from autopsy_assets.api import replay_audits
+    from autopsy_assets.domain.replay import decode_block, split_blocks
+
+    # 30 hourly bars; bar 5 (15:00) touches both the stop 1.1980 and the target 1.2040
+    hours = [FLAT] * 30
+    hours[5] = (1.2000, 1.2050, 1.1970, 1.2000)
+    hourly = bars(hours)
+    # minutes exist for that hour only: down to the stop at minute 12, up to the target at 40
+    minutes = [(1.2000, 1.2005, 1.1995, 1.2000)] * 60
+    minutes[12] = (1.2000, 1.2001, 1.1970, 1.1985)
+    minutes[40] = (1.2000, 1.2050, 1.1999, 1.2045)
+    mins = bars(minutes, start=T0 + pd.Timedelta(hours=5), tf="1m")
+    c = pd.concat([hourly, mins])
+    r = one(insight(), c, horizon="24H")
+    # the minutes cover only that hour, so the hours are walked; the minutes settle the bar
+    assert (r.candle_timeframe, r.outcome, r.exit_reason, r.ambiguous) == (
+        "1h",
+        "failed",
+        "stop",
+        False,
+    )
+    assert r.exit_time == T0 + pd.Timedelta(hours=5, minutes=13)
+    assert (
+        r.low_price == 1.1980 and r.high_price == 1.2005
+    )  # the 1h bars before, the minutes up to the stop
+    assert one(insight(), hourly, horizon="24H").ambiguous  # without them: stop first, flagged
+
+    audits = label_outcomes(insight(), c, horizons=("24H",), rules=[RULE])
+    blocks = split_blocks(c.sort_values(["symbol", "timeframe", "ts"]))
+    assert audits["candle_blocks"].iloc[0].count(",") == 1  # the hour's day + the minutes' day
+    store = {
+        b.sha256: decode_block(b.payload).assign(symbol=b.symbol, timeframe=b.timeframe)
+        for b in blocks.itertuples()
+    }
+    replay = replay_audits(
+        audits, insight(), lambda hs: pd.concat([store[h] for h in hs], ignore_index=True)
+    )
+    assert replay["match"].all(), replay["differing"].tolist()
