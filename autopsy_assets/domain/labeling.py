@@ -154,6 +154,58 @@ class _CandleSet:
                 self.tables["high"],
             )
 
+    def first_touches(self, s, e, lg, stop_q, target_q) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the first bar in [s, e) touching the stop and the target (``e`` where none):
+        a long is stopped by the bid low and reaches its target on the bid high; a short on the
+        ask (bid + spread), mirrored."""
+        j_stop, j_tgt = e.copy(), e.copy()
+        L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
+        t = self.tables
+        if len(L):
+            j_stop[L] = t["low"].first_crossing(s[L], e[L], stop_q[L], touches_below=True)
+            j_tgt[L] = t["high"].first_crossing(s[L], e[L], target_q[L], touches_below=False)
+        if len(S):
+            j_stop[S] = t["ask_high"].first_crossing(s[S], e[S], stop_q[S], touches_below=False)
+            j_tgt[S] = t["ask_low"].first_crossing(s[S], e[S], target_q[S], touches_below=True)
+        return j_stop, j_tgt
+
+    def exits(self, j, j_stop, j_tgt, touched, lg, stop, target) -> dict[str, np.ndarray]:
+        """How each touched row leaves on its deciding bar ``j``: a bar opening beyond a level
+        exits at its open (gap_stop / gap_target), else at the level; both levels inside the bar
+        is the stop, flagged ``both``. Returns the masks, the exit price and reason, and how far
+        beyond the level a gap opened (price units)."""
+        jj = np.minimum(j, len(self.ts) - 1)
+        sgn = np.where(lg, 1.0, -1.0)
+        op = self.open[jj] + np.where(lg, 0.0, self.spread[jj])  # the closing side, at the open
+        stop_hit, tgt_hit = j_stop == j, j_tgt == j
+        gap_stop = touched & stop_hit & (sgn * (op - stop) <= 0)
+        gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - target) >= 0)
+        level = touched & ~gap_stop & ~gap_tgt
+        at_stop, at_tgt = level & stop_hit, level & ~stop_hit
+        price = np.where(
+            gap_stop | gap_tgt, op, np.where(at_stop, stop, np.where(at_tgt, target, np.nan))
+        )
+        reason = np.select(
+            [gap_stop, gap_tgt, at_stop, at_tgt], ["gap_stop", "gap_target", "stop", "target"], ""
+        ).astype(object)
+        gap = np.where(gap_stop, np.abs(op - stop), np.where(gap_tgt, np.abs(op - target), np.nan))
+        return {
+            "price": price,
+            "reason": reason,
+            "gap": gap,
+            "failed": gap_stop | at_stop,
+            "succeeded": gap_tgt | at_tgt,
+            "both": level & stop_hit & tgt_hit,
+        }
+
+    def lived_extremes(self, a, b, lg) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest closing-side price (bid for a long, ask for a short) over bars
+        [a, b) per row; +inf / -inf where the range is empty."""
+        t = self.tables
+        lo = np.where(lg, t["low"].query(a, b), t["ask_low"].query(a, b))
+        hi = np.where(lg, t["high"].query(a, b), t["ask_high"].query(a, b))
+        return lo, hi
+
 
 # --- the engine --------------------------------------------------------------------------------
 
@@ -290,37 +342,14 @@ def label(
         # blank levels are never touched
         st_q = np.where(np.isnan(st), np.where(lg, -np.inf, np.inf), st)
         tg_q = np.where(np.isnan(tg), np.where(lg, np.inf, -np.inf), tg)
-        j_stop, j_tgt = e.copy(), e.copy()
-        L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
-        if len(L):
-            j_stop[L] = cs.tables["low"].first_crossing(s[L], e[L], st_q[L], touches_below=True)
-            j_tgt[L] = cs.tables["high"].first_crossing(s[L], e[L], tg_q[L], touches_below=False)
-        if len(S):
-            j_stop[S] = cs.tables["ask_high"].first_crossing(
-                s[S], e[S], st_q[S], touches_below=False
-            )
-            j_tgt[S] = cs.tables["ask_low"].first_crossing(s[S], e[S], tg_q[S], touches_below=True)
+        j_stop, j_tgt = cs.first_touches(s, e, lg, st_q, tg_q)
         j = np.minimum(j_stop, j_tgt)
         touched = j < e
         jj = np.minimum(j, m - 1)
         sgn = sign[rows]
-        spr_open = np.where(lg, 0.0, cs.spread[jj])
-        op = cs.open[jj] + spr_open  # the price the position could be closed at, at the open
-        stop_hit, tgt_hit = j_stop == j, j_tgt == j
-        gap_stop = touched & stop_hit & (sgn * (op - st) <= 0)
-        gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - tg) >= 0)
-        both = touched & ~gap_stop & ~gap_tgt & stop_hit & tgt_hit
-        at_stop = touched & ~gap_stop & ~gap_tgt & stop_hit
-        at_tgt = touched & ~gap_stop & ~gap_tgt & ~stop_hit
-        r_exit = np.where(gap_stop | gap_tgt, op, np.nan)
-        r_exit = np.where(at_stop, st, r_exit)
-        r_exit = np.where(at_tgt, tg, r_exit)
-        reason = np.full(len(rows), "", dtype=object)
-        reason[gap_stop], reason[gap_tgt] = "gap_stop", "gap_target"
-        reason[at_stop], reason[at_tgt] = "stop", "target"
-        gp = np.full(len(rows), np.nan)
-        gp[gap_stop] = np.abs(op - st)[gap_stop] / pip[rows][gap_stop]
-        gp[gap_tgt] = np.abs(op - tg)[gap_tgt] / pip[rows][gap_tgt]
+        ex = cs.exits(j, j_stop, j_tgt, touched, lg, st, tg)
+        r_exit, reason, both = ex["price"], ex["reason"], ex["both"]
+        gp = ex["gap"] / pip[rows]
 
         # no touch: the horizon decides once it has passed, else pending. It has passed once
         # `now` is beyond it and candles reach it, or the candles stop inside a market closure
@@ -341,16 +370,7 @@ def label(
         )
         # bars lived in full: before the exit bar for level exits; all of them at the horizon
         full_end = np.where(touched, j, e)
-        bid_lo = cs.tables["low"].query(s, full_end)
-        bid_hi = cs.tables["high"].query(s, full_end)
-        if cs.has_spread:
-            ask_lo = cs.tables["ask_low"].query(s, full_end)
-            ask_hi = cs.tables["ask_high"].query(s, full_end)
-        else:
-            ask_lo, ask_hi = bid_lo, bid_hi
-        # a long is closed on the bid, a short on the ask
-        lo_px = np.where(lg, bid_lo, ask_lo)
-        hi_px = np.where(lg, bid_hi, ask_hi)
+        lo_px, hi_px = cs.lived_extremes(s, full_end, lg)
         lived_lo[rows], lived_hi[rows] = lo_px, hi_px  # before the exit bar (refinement)
         lo_px = np.fmin(lo_px, r_exit)
         hi_px = np.fmax(hi_px, r_exit)
@@ -393,8 +413,8 @@ def label(
 
         # outcomes
         out_r = np.full(len(rows), "pending", dtype=object)
-        out_r[gap_stop | at_stop] = "failed"
-        out_r[gap_tgt | at_tgt] = "succeeded"
+        out_r[ex["failed"]] = "failed"
+        out_r[ex["succeeded"]] = "succeeded"
         en = entry[rows]
         adverse = np.where(lg, (en - lo_px) / en * 100, (hi_px - en) / en * 100)
         adverse = np.maximum(np.nan_to_num(adverse, nan=0.0), 0)
@@ -438,7 +458,6 @@ def label(
             stop,
             target,
             pip,
-            group_id,
             bar_of_row,
             ambiguous,
             outcome,
@@ -565,7 +584,6 @@ def _refine_ambiguous(
     stop,
     target,
     pip,
-    group_id,
     bar_of_row,
     ambiguous,
     outcome,
@@ -606,39 +624,19 @@ def _refine_ambiguous(
             cs.build(max(1, int((e - s).max()).bit_length()))
             lg = side_long[rows]
             st, tg = stop[rows], target[rows]
-            j_stop, j_tgt = e.copy(), e.copy()
-            L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
-            if len(L):
-                j_stop[L] = cs.tables["low"].first_crossing(s[L], e[L], st[L], touches_below=True)
-                j_tgt[L] = cs.tables["high"].first_crossing(s[L], e[L], tg[L], touches_below=False)
-            if len(S):
-                j_stop[S] = cs.tables["ask_high"].first_crossing(s[S], e[S], st[S], False)
-                j_tgt[S] = cs.tables["ask_low"].first_crossing(s[S], e[S], tg[S], True)
+            j_stop, j_tgt = cs.first_touches(s, e, lg, st, tg)
             j = np.minimum(j_stop, j_tgt)
             ok = j < e  # finer candles that do not touch what the coarse bar did: keep it
             rows, s, j, lg, st, tg = rows[ok], s[ok], j[ok], lg[ok], st[ok], tg[ok]
-            j_stop, j_tgt = j_stop[ok], j_tgt[ok]
-            sgn = np.where(lg, 1.0, -1.0)
-            op = cs.open[j] + np.where(lg, 0.0, cs.spread[j])
-            stop_hit, tgt_hit = j_stop == j, j_tgt == j
-            gap_stop = stop_hit & (sgn * (op - st) <= 0)
-            gap_tgt = ~gap_stop & tgt_hit & (sgn * (op - tg) >= 0)
-            at_stop = ~gap_stop & ~gap_tgt & stop_hit
-            new_exit = np.where(gap_stop | gap_tgt, op, np.where(at_stop, st, tg))
-            exit_price[rows] = new_exit
+            ex = cs.exits(j, j_stop[ok], j_tgt[ok], np.ones(len(rows), dtype=bool), lg, st, tg)
+            exit_price[rows], exit_reason[rows] = ex["price"], ex["reason"]
             exit_time[rows] = cs.ts[j] + cs.bar_ns
-            exit_reason[rows] = np.select(
-                [gap_stop, gap_tgt, at_stop], ["gap_stop", "gap_target", "stop"], "target"
-            )
-            outcome[rows] = np.where(gap_stop | at_stop, "failed", "succeeded")
-            gap_pips[rows] = np.where(
-                gap_stop | gap_tgt, np.abs(op - np.where(gap_stop, st, tg)) / pip[rows], np.nan
-            )
-            ambiguous[rows] = stop_hit & tgt_hit & ~gap_stop & ~gap_tgt  # still both, finer
-            lo = np.where(lg, cs.tables["low"].query(s, j), cs.tables["ask_low"].query(s, j))
-            hi = np.where(lg, cs.tables["high"].query(s, j), cs.tables["ask_high"].query(s, j))
-            low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), new_exit)
-            high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), new_exit)
+            outcome[rows] = np.where(ex["failed"], "failed", "succeeded")
+            gap_pips[rows] = ex["gap"] / pip[rows]
+            ambiguous[rows] = ex["both"]  # still both levels inside one finer bar
+            lo, hi = cs.lived_extremes(s, j, lg)
+            low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), ex["price"])
+            high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), ex["price"])
             fine_group[rows] = g
             todo = np.setdiff1d(todo, rows)
 
