@@ -25,6 +25,14 @@ from autopsy_assets.domain.validation import InputError, validate_candles, valid
 from autopsy_assets.resources import AuditStoreResource, CandleSource, InsightSource
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+# what every daily asset shares: a partition range runs as one run and writes through the audit
+# store (so it returns no value), one writer at a time
+DAILY_IN_STORE = dict(
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    pool="audit_db",
+    kinds={"pandas", "sqlalchemy"},
+)
 REPLAY_CHECK = "replay_is_deterministic"
 REPLAY_SAMPLE = 25
 
@@ -43,16 +51,24 @@ def _window(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timesta
     return pd.Timestamp(tw.start).tz_convert("UTC"), pd.Timestamp(tw.end).tz_convert("UTC")
 
 
-def _quarantine(store, rows, context: dg.AssetExecutionContext, raw: pd.DataFrame | None = None
-                ) -> int:
+def _quarantine(
+    store, rows, context: dg.AssetExecutionContext, raw: pd.DataFrame | None = None
+) -> int:
     """Store rejected rows with their reasons and, when ``raw`` is the frame they came from, the
     raw row itself as payload: nothing is lost, a fixed row can be loaded again."""
+
     def raw_row(i: int) -> dict:
         return {str(k): None if pd.isna(v) else str(v) for k, v in raw.iloc[i].items()}
 
-    rows = [{"source": r["source"], "row_id": r["row_id"], "reason": r["reason"],
-             "payload": raw_row(r["row"]) if raw is not None and "row" in r else None}
-            for r in rows]
+    rows = [
+        {
+            "source": r["source"],
+            "row_id": r["row_id"],
+            "reason": r["reason"],
+            "payload": raw_row(r["row"]) if raw is not None and "row" in r else None,
+        }
+        for r in rows
+    ]
     if rows:
         store.quarantine(rows, run_id=context.run.run_id, partition_key=_range_label(context))
         context.log.warning(
@@ -67,11 +83,8 @@ def _range_label(context: dg.AssetExecutionContext) -> str:
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="replay",
-    kinds={"pandas", "sqlalchemy"},
 )
 def candles(
     context: dg.AssetExecutionContext, candle_source: CandleSource, audit_store: AuditStoreResource
@@ -105,11 +118,8 @@ def candles(
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="replay",
-    kinds={"pandas", "sqlalchemy"},
 )
 def insights(
     context: dg.AssetExecutionContext,
@@ -154,11 +164,8 @@ def rules_from_store(store) -> pd.DataFrame:
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="replay",
-    kinds={"pandas", "sqlalchemy"},
     deps=[dg.AssetDep("insights"), dg.AssetDep("candles", partition_mapping=CANDLE_WINDOW)],
     check_specs=[
         dg.AssetCheckSpec(

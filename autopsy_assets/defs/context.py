@@ -4,9 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from autopsy_assets.api import candles_for_timeframe
-from autopsy_assets.defs.assets import SINGLE_RUN, _quarantine, _window
+from autopsy_assets.defs.assets import DAILY_IN_STORE, _quarantine, _window
 from autopsy_assets.defs.metadata import md_table
-from autopsy_assets.defs.partitions import DAILY
 from autopsy_assets.domain.news import normalise_news
 from autopsy_assets.domain.regimes import derive_regimes, normalise_regime_feed
 from autopsy_assets.resources import AuditStoreResource, NewsSource, RegimeSource
@@ -16,11 +15,8 @@ REGIME_WARMUP = pd.Timedelta(days=10)
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="context",
-    kinds={"pandas", "sqlalchemy"},
 )
 def news_events(
     context: dg.AssetExecutionContext, news_source: NewsSource, audit_store: AuditStoreResource
@@ -50,11 +46,8 @@ def news_events(
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="context",
-    kinds={"pandas", "sqlalchemy"},
     deps=[dg.AssetDep("candles")],
 )
 def market_regimes(

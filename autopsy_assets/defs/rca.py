@@ -4,9 +4,9 @@ import dagster as dg
 import pandas as pd
 
 from autopsy_assets import api
-from autopsy_assets.defs.assets import SINGLE_RUN, _window
+from autopsy_assets.defs.assets import DAILY_IN_STORE, _window
 from autopsy_assets.defs.metadata import md_table
-from autopsy_assets.defs.partitions import CANDLE_WINDOW, DAILY, HORIZON_DAYS
+from autopsy_assets.defs.partitions import CANDLE_WINDOW, HORIZON_DAYS
 from autopsy_assets.resources import AuditStoreResource
 
 # trailing history the heuristics compare against (ATR, volume and volatility baselines,
@@ -15,11 +15,8 @@ RCA_LOOKBACK = pd.Timedelta(days=30)
 
 
 @dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool="audit_db",
+    **DAILY_IN_STORE,
     group_name="rca",
-    kinds={"pandas", "sqlalchemy"},
     deps=[
         dg.AssetDep("labeled_audits"),
         dg.AssetDep("news_events", partition_mapping=CANDLE_WINDOW),
