@@ -53,6 +53,21 @@ def champion_versions(client) -> pd.DataFrame:
     return versions[versions["aliases"].map(lambda a: "champion" in a)]
 
 
+def materialized_dataset(context: dg.AssetExecutionContext, store, horizon: str) -> pd.DataFrame:
+    """The dataset the latest `training_dataset` materialization wrote for ``horizon`` (the
+    assets downstream of it read that version instead of rebuilding the features); built from
+    the store when there is none yet."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_dataset"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    path = meta.get("path")
+    if path is not None and meta.get("horizon") and meta["horizon"].value == horizon:
+        try:
+            return pd.read_parquet(path.value)
+        except OSError:  # the file was removed: rebuild rather than fail
+            pass
+    return load_dataset(store, horizon)
+
+
 class DatasetConfig(dg.Config):
     horizon: str = DATASET_HORIZON
 
@@ -138,7 +153,7 @@ def explanations(
     champions = champion_versions(client)
     if champions.empty:
         return dg.MaterializeResult(metadata={"explained": 0, "note": "no champion model yet"})
-    ds = load_dataset(store, config.horizon)
+    ds = materialized_dataset(context, store, config.horizon)
     written, tables = 0, []
     for row in champions.itertuples():
         rows = ds[ds["strategy"] == row.strategy]
@@ -186,7 +201,7 @@ def rule_suggestions(
     from autopsy_assets.domain.suggestions import suggest_rules
 
     store = audit_store.get()
-    ds = load_dataset(store, config.horizon)
+    ds = materialized_dataset(context, store, config.horizon)
     if ds.empty:
         return dg.MaterializeResult(metadata={"suggestions": 0})
     news = store.read_news()
@@ -269,7 +284,7 @@ def insight_scores(
     champions = champion_versions(client)
     if champions.empty:
         return dg.MaterializeResult(metadata={"scored": 0, "note": "no champion model yet"})
-    ds = load_dataset(store, config.horizon)
+    ds = materialized_dataset(context, store, config.horizon)
     audits = store.current_audits(horizons=[config.horizon])
     scored, rows = 0, []
     for row in champions.itertuples():
