@@ -337,7 +337,10 @@ def slow_psi(expected, actual, bins=10, eps=1e-4):
         h = (n - 1) * k / bins
         lo = math.floor(h)
         hi = min(lo + 1, n - 1)
-        q = e[lo] + (h - lo) * (e[hi] - e[lo])
+        t = h - lo
+        # numpy's linear interpolation: from the nearer end, so the edge is exact to the ulp
+        # (a subnormal such as 5e-324 otherwise rounds to a different edge)
+        q = e[lo] + t * (e[hi] - e[lo]) if t < 0.5 else e[hi] - (1 - t) * (e[hi] - e[lo])
         if q not in edges:
             edges.append(q)
     edges.sort()
