@@ -121,14 +121,22 @@ def closure_intervals(closure: str, start: pd.Timestamp, end: pd.Timestamp) -> n
 
     fx_weekend: every Friday 20:00 to Monday 00:00 UTC, 24 Dec 00:00 to 27 Dec 00:00 and
     31 Dec 00:00 to 3 Jan 00:00; overlapping or touching intervals are merged, so a holiday next to
-    a weekend is one closure. "none" (crypto) has no closures.
+    a weekend is one closure. "none" (crypto) has no closures. The result is read-only (cached
+    per UTC day span: every labeling call asks again for the same spans).
     """
+    start = pd.Timestamp(start).tz_convert("UTC").normalize()
+    end = pd.Timestamp(end).tz_convert("UTC").normalize()
+    return _closure_intervals(closure, start.value, end.value)
+
+
+@lru_cache(maxsize=256)
+def _closure_intervals(closure: str, start_ns: int, end_ns: int) -> np.ndarray:
     if closure == "none":
-        return np.empty((0, 2), dtype=np.int64)
+        return _read_only(np.empty((0, 2), dtype=np.int64))
     if closure != "fx_weekend":
         raise ValueError(f"unknown closure kind {closure!r}")
-    start = pd.Timestamp(start).tz_convert("UTC").normalize() - pd.Timedelta(days=8)
-    end = pd.Timestamp(end).tz_convert("UTC").normalize() + pd.Timedelta(days=8)
+    start = pd.Timestamp(start_ns, tz="UTC") - pd.Timedelta(days=8)
+    end = pd.Timestamp(end_ns, tz="UTC") + pd.Timedelta(days=8)
     days = pd.date_range(start, end, freq="D", tz="UTC")
     fridays = days[days.day_of_week == 4]
     spans = [(f + pd.Timedelta(hours=20), f + pd.Timedelta(days=3)) for f in fridays]
@@ -143,7 +151,12 @@ def closure_intervals(closure: str, start: pd.Timestamp, end: pd.Timestamp) -> n
             merged[-1][1] = max(merged[-1][1], b_ns)
         else:
             merged.append([a_ns, b_ns])
-    return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
+    return _read_only(np.asarray(merged, dtype=np.int64).reshape(-1, 2))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 def inside_closure(

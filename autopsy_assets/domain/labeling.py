@@ -12,77 +12,29 @@ Candles are bid prices. A long is bought at the entry and sold on the bid; a sho
 entry and bought back on the ask (bid + spread, when candles carry a spread), so a short's stop
 and target are touched by ask prices.
 
-Everything is vectorised over all insight x horizon rows of a (symbol, timeframe) candle set:
-sparse tables of range minima/maxima let binary lifting find each row's first touching candle in
-O(log window) numpy steps, whatever the number of rows. No Python loop per insight or per candle.
+Everything is vectorised over all insight x horizon rows of a (symbol, timeframe) candle set; the
+one loop per row is the compiled first-touch walk (walk.py), which skips whole blocks of bars
+that touch neither level. No Python loop per insight or per candle.
 """
 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
+from autopsy_assets.domain.arrays import factorize, filled
 from autopsy_assets.domain.replay import block_hashes
+from autopsy_assets.domain.walk import BlockTables
 from autopsy_assets.domain.rules import resolve, rule_snapshot
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 
 _MIN_NS = 60 * 10**9
 _DAY_NS = 86_400 * 10**9
 HOLE_BARS = 3  # missing time longer than this many bars (outside closures) is a hole
-
-
-# --- range queries -----------------------------------------------------------------------------
-
-
-class _SparseTable:
-    """table[k, i] = op(values[i : i + 2**k]); identity-padded so any index below len is safe."""
-
-    def __init__(self, values: np.ndarray, op, identity: float, levels: int):
-        self.op, self.identity = op, identity
-        m = len(values)
-        # np.empty, not np.full: every cell is written once below (a full pass saved)
-        self.table = np.empty((levels, m))
-        self.table[0] = values
-        for k in range(1, levels):
-            step = 1 << (k - 1)
-            n = max(m - step, 0)
-            if n:
-                op(self.table[k - 1, :n], self.table[k - 1, step:], out=self.table[k, :n])
-            self.table[k, n:] = identity
-
-    @property
-    def levels(self) -> int:
-        return self.table.shape[0]
-
-    def query(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """op over values[a:b] per row; the identity where a >= b. Two lookups per row."""
-        length = b - a
-        ok = length > 0
-        k = np.zeros(len(a), dtype=np.int64)
-        k[ok] = np.frexp(length[ok].astype(float))[1] - 1  # floor(log2(length)), exact
-        m = self.table.shape[1]
-        lo = self.table[k, np.minimum(a, m - 1)]
-        hi = self.table[k, np.clip(b - (1 << k), 0, m - 1)]
-        return np.where(ok, self.op(lo, hi), self.identity)
-
-    def first_crossing(
-        self, start: np.ndarray, end: np.ndarray, level: np.ndarray, touches_below: bool
-    ) -> np.ndarray:
-        """First index j in [start, end) with values[j] <= level (touches_below, a min table) or
-        values[j] >= level (a max table); ``end`` where there is none. Binary lifting: skip every
-        power-of-two block that does not touch, largest first."""
-        pos = start.copy()
-        m = self.table.shape[1]
-        for k in range(self.levels - 1, -1, -1):
-            step = 1 << k
-            vals = self.table[k].take(np.minimum(pos, m - 1))
-            clear = (vals > level) if touches_below else (vals < level)
-            clear &= pos + step <= end
-            pos += step * clear
-        return pos
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -110,7 +62,7 @@ class _CandleSet:
     def __init__(self, frame: pd.DataFrame, symbol: str, timeframe: str, closure: str):
         self.symbol, self.timeframe = symbol, timeframe
         self.bar_ns = TIMEFRAMES[timeframe] * _MIN_NS
-        self.ts = frame["ts"].astype("int64").to_numpy()
+        self.ts = frame["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
         self.open = frame["open"].to_numpy(dtype=float)
         self.high = frame["high"].to_numpy(dtype=float)
         self.low = frame["low"].to_numpy(dtype=float)
@@ -124,52 +76,60 @@ class _CandleSet:
             pd.Timestamp(self.first_ts, tz="UTC"),
             pd.Timestamp(self.last_end, tz="UTC") + pd.Timedelta(days=8),
         )
-        # missing time before each bar (index j: between bar j-1's end and bar j), 0 if excused
-        missing = np.zeros(len(self.ts), dtype=np.int64)
-        if len(self.ts) > 1:
-            gap_start = self.ts[:-1] + self.bar_ns
-            gap = self.ts[1:] - gap_start
-            excused = instruments.inside_closure(gap_start, self.ts[1:], self.closures)
-            missing[1:] = np.where(excused, 0, gap)
-        self.missing = missing
-        self.tables: dict[str, _SparseTable] = {}
+        # bars preceded by missing time that no closure excuses (index j: the time between bar
+        # j-1's end and bar j), kept sparse: gaps are rare
+        gap = np.diff(self.ts) - self.bar_ns
+        at = np.flatnonzero(gap > 0)
+        excused = instruments.inside_closure(
+            self.ts[at] + self.bar_ns, self.ts[at + 1], self.closures
+        )
+        self.gap_bar, self.gap_ns = at[~excused] + 1, gap[at[~excused]]
+        self._bid: BlockTables | None = None
+        self._ask: BlockTables | None = None
+        self._bid: BlockTables | None = None
+        self._ask: BlockTables | None = None
 
-    def build(self, levels: int) -> None:
-        if self.tables and self.tables["low"].levels >= levels:
-            return
-        self.tables = {
-            "low": _SparseTable(self.low, np.minimum, np.inf, levels),
-            "high": _SparseTable(self.high, np.maximum, -np.inf, levels),
-        }
-        if self.has_spread:
-            self.tables["ask_low"] = _SparseTable(
-                self.low + self.spread, np.minimum, np.inf, levels
-            )
-            self.tables["ask_high"] = _SparseTable(
-                self.high + self.spread, np.maximum, -np.inf, levels
-            )
-        else:
-            self.tables["ask_low"], self.tables["ask_high"] = (
-                self.tables["low"],
-                self.tables["high"],
-            )
+    def first_gap(self, lo: np.ndarray, hi: np.ndarray, longer_than: int) -> np.ndarray:
+        """Per row, the first bar in [lo, hi) preceded by unexcused missing time longer than
+        ``longer_than`` ns; ``len(ts)`` (past every bar) where there is none."""
+        bars = np.append(self.gap_bar[self.gap_ns > longer_than], len(self.ts))
+        found = bars[np.searchsorted(bars, np.minimum(lo, len(self.ts)), side="left")]
+        return np.where(found < hi, found, len(self.ts))
 
-    def first_touches(self, s, e, lg, stop_q, target_q) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the first bar in [s, e) touching the stop and the target (``e`` where none):
-        a long is stopped by the bid low and reaches its target on the bid high; a short on the
-        ask (bid + spread), mirrored."""
-        j_stop, j_tgt = e.copy(), e.copy()
+    def _tables(self, ask: bool) -> BlockTables:
+        """Block tables of the bid, or of the ask (bid + spread), built once per candle set."""
+        if self._bid is None:
+            self._bid = BlockTables(self.low, self.high)
+        if not ask or not self.has_spread:
+            return self._bid
+        if self._ask is None:
+            self._ask = BlockTables(self.low + self.spread, self.high + self.spread)
+        return self._ask
+
+    def walk(self, s, e, lg, stop, target) -> tuple[np.ndarray, ...]:
+        """Per row, the first bar in [s, e) touching the stop or the target (``e`` where none),
+        whether that bar touches the stop and the target, and the lowest and highest
+        closing-side price over the bars before it (+inf / -inf when there are none).
+
+        A long is stopped by the bid low and reaches its target on the bid high; a short on the
+        ask (bid + spread), mirrored. A blank (NaN) level is never touched.
+        """
+        n = len(s)
+        j, stop_hit, tgt_hit = e.copy(), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
         L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
-        t = self.tables
-        if len(L):
-            j_stop[L] = t["low"].first_crossing(s[L], e[L], stop_q[L], touches_below=True)
-            j_tgt[L] = t["high"].first_crossing(s[L], e[L], target_q[L], touches_below=False)
-        if len(S):
-            j_stop[S] = t["ask_high"].first_crossing(s[S], e[S], stop_q[S], touches_below=False)
-            j_tgt[S] = t["ask_low"].first_crossing(s[S], e[S], target_q[S], touches_below=True)
-        return j_stop, j_tgt
+        never = lambda level, missing: np.where(np.isnan(level), missing, level)  # noqa: E731
+        if len(L):  # lower level: the stop; upper: the target
+            lower, upper = never(stop[L], -np.inf), never(target[L], np.inf)
+            walked = self._tables(ask=False).walk(s[L], e[L], lower, upper)
+            j[L], stop_hit[L], tgt_hit[L], lo[L], hi[L] = walked
+        if len(S):  # mirrored
+            lower, upper = never(target[S], -np.inf), never(stop[S], np.inf)
+            walked = self._tables(ask=True).walk(s[S], e[S], lower, upper)
+            j[S], tgt_hit[S], stop_hit[S], lo[S], hi[S] = walked
+        return j, stop_hit, tgt_hit, lo, hi
 
-    def exits(self, j, j_stop, j_tgt, touched, lg, stop, target) -> dict[str, np.ndarray]:
+    def exits(self, j, stop_hit, tgt_hit, touched, lg, stop, target) -> dict[str, np.ndarray]:
         """How each touched row leaves on its deciding bar ``j``: a bar opening beyond a level
         exits at its open (gap_stop / gap_target), else at the level; both levels inside the bar
         is the stop, flagged ``both``. Returns the masks, the exit price and reason, and how far
@@ -177,7 +137,6 @@ class _CandleSet:
         jj = np.minimum(j, len(self.ts) - 1)
         sgn = np.where(lg, 1.0, -1.0)
         op = self.open[jj] + np.where(lg, 0.0, self.spread[jj])  # the closing side, at the open
-        stop_hit, tgt_hit = j_stop == j, j_tgt == j
         gap_stop = touched & stop_hit & (sgn * (op - stop) <= 0)
         gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - target) >= 0)
         level = touched & ~gap_stop & ~gap_tgt
@@ -185,9 +144,10 @@ class _CandleSet:
         price = np.where(
             gap_stop | gap_tgt, op, np.where(at_stop, stop, np.where(at_tgt, target, np.nan))
         )
-        reason = np.select(
-            [gap_stop, gap_tgt, at_stop, at_tgt], ["gap_stop", "gap_target", "stop", "target"], ""
-        ).astype(object)
+        reason = filled(len(j), "")
+        for mask, text in ((gap_stop, "gap_stop"), (gap_tgt, "gap_target"), (at_stop, "stop")):
+            reason[mask] = text
+        reason[at_tgt] = "target"
         gap = np.where(gap_stop, np.abs(op - stop), np.where(gap_tgt, np.abs(op - target), np.nan))
         return {
             "price": price,
@@ -197,15 +157,6 @@ class _CandleSet:
             "succeeded": gap_tgt | at_tgt,
             "both": level & stop_hit & tgt_hit,
         }
-
-    def lived_extremes(self, a, b, lg) -> tuple[np.ndarray, np.ndarray]:
-        """Lowest and highest closing-side price (bid for a long, ask for a short) over bars
-        [a, b) per row; +inf / -inf where the range is empty."""
-        t = self.tables
-        lo = np.where(lg, t["low"].query(a, b), t["ask_low"].query(a, b))
-        hi = np.where(lg, t["high"].query(a, b), t["ask_high"].query(a, b))
-        return lo, hi
-
 
 # --- the engine --------------------------------------------------------------------------------
 
@@ -217,13 +168,29 @@ def label(
     rules: pd.DataFrame,
     now: pd.Timestamp | None = None,
     instruments_path: str | None = None,
+    candle_runs: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Label clean insights (validation.validate_insights) on clean candles (validate_candles).
 
     One row per insight x horizon with the columns of schemas.AUDIT_COLUMNS. ``rules`` is a
     normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
-    after it are ignored); None means the latest candle end of each symbol.
+    after it are ignored); None means the latest candle end of each symbol. ``candle_runs``:
+    where each (symbol, timeframe) run of ``candles`` starts (validate_candle_runs gives them);
+    found by comparing neighbours when None.
     """
+    if candle_runs is None and len(candles):
+        sym_a = candles["symbol"].to_numpy(dtype=object)
+        tf_a = candles["timeframe"].to_numpy(dtype=object)
+        change = np.flatnonzero((sym_a[1:] != sym_a[:-1]) | (tf_a[1:] != tf_a[:-1])) + 1
+        candle_runs = np.concatenate([[0], change])
+    # the block hashes (the audits' identity) need only the candles: hashed in a thread while
+    # the walk runs (hashlib and the compiled walk both release the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashes = pool.submit(block_hashes, candles, candle_runs)
+        return _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes)
+
+
+def _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes):
     horizons = [str(h).upper() for h in horizons]
     unknown = [h for h in horizons if h not in HORIZONS]
     if unknown:
@@ -265,11 +232,11 @@ def label(
     f = lambda: np.full(N, np.nan)  # noqa: E731
     exit_price, high_price, low_price, gap_pips = f(), f(), f(), f()
     exit_time = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
-    exit_reason = np.full(N, "", dtype=object)
-    outcome = np.full(N, "pending", dtype=object)
-    review_reason = np.full(N, "", dtype=object)
+    exit_reason = filled(N, "")
+    outcome = filled(N, "pending")
+    review_reason = filled(N, "")
     ambiguous = np.zeros(N, dtype=bool)
-    walked_tf = np.full(N, "", dtype=object)
+    walked_tf = filled(N, "")
     hash_first_day = created - created % _DAY_NS
     hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
     group_id = np.full(N, -1, dtype=np.int64)
@@ -281,11 +248,8 @@ def label(
     by_symbol: dict[str, list[int]] = {}
     if len(candles):
         # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs
-        sym_a = candles["symbol"].to_numpy(dtype=object)
-        tf_a = candles["timeframe"].to_numpy(dtype=object)
-        change = np.flatnonzero((sym_a[1:] != sym_a[:-1]) | (tf_a[1:] != tf_a[:-1])) + 1
-        bounds = np.concatenate([[0], change, [len(candles)]])
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        bounds = np.append(candle_runs, len(candles))
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             frame = candles.iloc[a:b]
             sym, tf = frame["symbol"].iat[0], frame["timeframe"].iat[0]
             inst = instruments.get(sym, instruments_path)
@@ -335,19 +299,14 @@ def label(
         e_full = np.searchsorted(cs.ts, we_r - bar, side="right")
         e_now = np.searchsorted(cs.ts, effective_now[rows] - bar, side="right")
         e = np.maximum(np.minimum(e_full, e_now), s)
-        longest = int((e - s).max()) if len(rows) else 1
-        cs.build(max(1, longest.bit_length()))
         lg = side_long[rows]
         st, tg = stop[rows], target[rows]
-        # blank levels are never touched
-        st_q = np.where(np.isnan(st), np.where(lg, -np.inf, np.inf), st)
-        tg_q = np.where(np.isnan(tg), np.where(lg, np.inf, -np.inf), tg)
-        j_stop, j_tgt = cs.first_touches(s, e, lg, st_q, tg_q)
-        j = np.minimum(j_stop, j_tgt)
+        # lo_px / hi_px: the bars lived in full, before the exit bar (all of them at the horizon)
+        j, stop_hit, tgt_hit, lo_px, hi_px = cs.walk(s, e, lg, st, tg)
         touched = j < e
         jj = np.minimum(j, m - 1)
         sgn = sign[rows]
-        ex = cs.exits(j, j_stop, j_tgt, touched, lg, st, tg)
+        ex = cs.exits(j, stop_hit, tgt_hit, touched, lg, st, tg)
         r_exit, reason, both = ex["price"], ex["reason"], ex["both"]
         gp = ex["gap"] / pip[rows]
 
@@ -368,9 +327,6 @@ def label(
             cs.ts[jj] + bar,
             np.where(horizon_exit, cs.ts[last] + bar, np.iinfo(np.int64).min),
         )
-        # bars lived in full: before the exit bar for level exits; all of them at the horizon
-        full_end = np.where(touched, j, e)
-        lo_px, hi_px = cs.lived_extremes(s, full_end, lg)
         lived_lo[rows], lived_hi[rows] = lo_px, hi_px  # before the exit bar (refinement)
         lo_px = np.fmin(lo_px, r_exit)
         hi_px = np.fmax(hi_px, r_exit)
@@ -380,7 +336,7 @@ def label(
         # holes: missing time > HOLE_BARS bars of the insight's timeframe, outside closures,
         # between created_at and the last bar the outcome depends on
         tf_r = ins_tf[rows]
-        tf_codes, tf_uniq = pd.factorize(pd.Series(tf_r, dtype=object))
+        tf_codes, tf_uniq = factorize(pd.Series(tf_r, dtype=object, copy=False))
         thr = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)[tf_codes] * _MIN_NS
         thr = np.where(thr == 0, bar, thr) * HOLE_BARS
         first_ts = cs.ts[np.minimum(s, m - 1)]
@@ -388,22 +344,12 @@ def label(
         lead_ok = instruments.inside_closure(c_r, np.where(s < m, first_ts, c_r), cs.closures)
         lead_hole = (s < e) & (lead_gap > thr) & ~lead_ok
         last_read = np.where(touched, j, e - 1)
-        inner_hole = np.zeros(len(rows), dtype=bool)
-        inner_at = np.full(len(rows), -1, dtype=np.int64)
+        inner_at = np.full(len(rows), m, dtype=np.int64)
         for t in np.unique(thr):  # few distinct thresholds (one per timeframe)
             sel = thr == t
-            bad_gap = cs.missing > t
-            csum = np.concatenate([[0], np.cumsum(bad_gap)])
             # gaps before bars s+1 .. last_read
-            lo_i = np.minimum(s[sel] + 1, m)
-            hi_i = np.clip(last_read[sel] + 1, lo_i, m)
-            has = (hi_i > lo_i) & (csum[hi_i] - csum[lo_i] > 0)
-            inner_hole[sel] = has
-            if has.any():
-                pos = np.flatnonzero(bad_gap)
-                k = np.searchsorted(pos, lo_i[has], side="left")
-                idx = np.flatnonzero(sel)[has]
-                inner_at[idx] = pos[k]
+            inner_at[sel] = cs.first_gap(s[sel] + 1, last_read[sel] + 1, int(t))
+        inner_hole = inner_at < m
         tail_start = np.where(e > s, cs.ts[last] + bar, c_r)
         tail_gap = we_r - tail_start
         tail_ok = instruments.inside_closure(tail_start, we_r, cs.closures)
@@ -412,7 +358,7 @@ def label(
         hole = (lead_hole | inner_hole | tail_hole) & ~empty
 
         # outcomes
-        out_r = np.full(len(rows), "pending", dtype=object)
+        out_r = filled(len(rows), "pending")
         out_r[ex["failed"]] = "failed"
         out_r[ex["succeeded"]] = "succeeded"
         en = entry[rows]
@@ -424,7 +370,7 @@ def label(
         out_r[horizon_exit] = np.where(pnl_sign[horizon_exit] > 0, "succeeded", "failed")
         out_r[too_adverse] = "failed"
         out_r[neutral] = "neutral"
-        rr = np.full(len(rows), "", dtype=object)
+        rr = filled(len(rows), "")
         rr[empty] = "empty_window: no complete candle lies inside the window"
         for i in np.flatnonzero(hole):  # only flagged rows are described
             if lead_hole[i]:
@@ -505,13 +451,14 @@ def label(
     uniq_rules, inv_rules = np.unique(rule_idx, return_inverse=True)
     rule_snap_col = np.array([snapshots[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
     rule_hash_col = np.array([rule_hashes[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
+    blocks = hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
-        candles, sets, group_id, hash_first_day, hash_last_ns
+        blocks, sets, group_id, hash_first_day, hash_last_ns
     )
     refined = fine_group >= 0
     if refined.any():  # the finer blocks of the settling day are read too: they join the identity
         fine_day = exit_time - exit_time % _DAY_NS
-        fine_blocks, _, _ = _block_identity(candles, sets, fine_group, fine_day, fine_day)
+        fine_blocks, _, _ = _block_identity(blocks, sets, fine_group, fine_day, fine_day)
         blocks_col[refined] = [
             a + "," + b for a, b in zip(blocks_col[refined], fine_blocks[refined])
         ]
@@ -621,20 +568,17 @@ def _refine_ambiguous(
             rows, s, e = todo_g[full], s[full], e[full]
             if not len(rows):
                 continue
-            cs.build(max(1, int((e - s).max()).bit_length()))
             lg = side_long[rows]
             st, tg = stop[rows], target[rows]
-            j_stop, j_tgt = cs.first_touches(s, e, lg, st, tg)
-            j = np.minimum(j_stop, j_tgt)
+            j, stop_hit, tgt_hit, lo, hi = cs.walk(s, e, lg, st, tg)
             ok = j < e  # finer candles that do not touch what the coarse bar did: keep it
-            rows, s, j, lg, st, tg = rows[ok], s[ok], j[ok], lg[ok], st[ok], tg[ok]
-            ex = cs.exits(j, j_stop[ok], j_tgt[ok], np.ones(len(rows), dtype=bool), lg, st, tg)
+            rows, j, lg, st, tg, lo, hi = rows[ok], j[ok], lg[ok], st[ok], tg[ok], lo[ok], hi[ok]
+            ex = cs.exits(j, stop_hit[ok], tgt_hit[ok], np.ones(len(rows), dtype=bool), lg, st, tg)
             exit_price[rows], exit_reason[rows] = ex["price"], ex["reason"]
             exit_time[rows] = cs.ts[j] + cs.bar_ns
             outcome[rows] = np.where(ex["failed"], "failed", "succeeded")
             gap_pips[rows] = ex["gap"] / pip[rows]
             ambiguous[rows] = ex["both"]  # still both levels inside one finer bar
-            lo, hi = cs.lived_extremes(s, j, lg)
             low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), ex["price"])
             high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), ex["price"])
             fine_group[rows] = g
@@ -653,12 +597,13 @@ def _frame(columns: dict) -> pd.DataFrame:
             if isinstance(v, np.ndarray) and v.dtype == object
             else v
             for k, v in columns.items()
-        }
+        },
+        copy=False,  # one block per column: consolidating 40 columns copies them all
     )
 
 
 def _block_identity(
-    candles: pd.DataFrame,
+    blocks: pd.DataFrame,
     sets: list[_CandleSet],
     group_id: np.ndarray,
     first_day: np.ndarray,
@@ -669,12 +614,11 @@ def _block_identity(
     Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
     """
     N = len(group_id)
-    blocks_col = np.full(N, "", dtype=object)
-    hash_col = np.full(N, _sha(""), dtype=object)
+    blocks_col = filled(N, "")
+    hash_col = filled(N, _sha(""))
     use = (group_id >= 0) & (last_ns >= 0)
     if not use.any():
         return blocks_col, hash_col, np.full(N, -1, dtype=np.int64)
-    blocks = block_hashes(candles)
     day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
     sha = blocks["sha256"].to_numpy(dtype=object)
     key_sym, key_tf = (

@@ -53,14 +53,22 @@ def decode_block(payload: bytes) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _block_bounds(candles: pd.DataFrame):
-    """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles."""
+def _block_bounds(candles: pd.DataFrame, run_starts: np.ndarray | None = None):
+    """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles.
+
+    ``run_starts``: where each (symbol, timeframe) run begins, when the caller knows it
+    (validation does); otherwise found by comparing neighbours.
+    """
     ts_ns = candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
     day_ns = ts_ns - ts_ns % _NS_PER_DAY
     sym = candles["symbol"].to_numpy(dtype=object)
     tf = candles["timeframe"].to_numpy(dtype=object)
     key_change = np.ones(len(candles), dtype=bool)
-    key_change[1:] = (sym[1:] != sym[:-1]) | (tf[1:] != tf[:-1]) | (day_ns[1:] != day_ns[:-1])
+    key_change[1:] = day_ns[1:] != day_ns[:-1]
+    if run_starts is None:
+        key_change[1:] |= (sym[1:] != sym[:-1]) | (tf[1:] != tf[:-1])
+    else:
+        key_change[np.asarray(run_starts, dtype=np.int64)] = True
     starts = np.flatnonzero(key_change)
     ends = np.append(starts[1:], len(candles))
     return ts_ns, starts, ends, sym, tf, day_ns
@@ -102,12 +110,13 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols_out)
 
 
-def block_hashes(candles: pd.DataFrame) -> pd.DataFrame:
+def block_hashes(candles: pd.DataFrame, run_starts: np.ndarray | None = None) -> pd.DataFrame:
     """The sha256 of each day block, as `split_blocks` would compute it, without building the
-    payloads: the column slices are fed to the hash as memory views (no copies)."""
+    payloads: the column slices are fed to the hash as memory views (no copies). hashlib
+    releases the GIL on buffers over 2 KiB, so this can run beside other work in a thread."""
     if candles.empty:
         return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
-    ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles)
+    ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles, run_starts)
     views = [memoryview(np.ascontiguousarray(ts_ns, dtype="<i8")).cast("B")]
     views += [memoryview(c).cast("B") for c in _columns(candles, len(candles))]
     hashes = []

@@ -41,52 +41,73 @@ def _blank(v) -> bool:
     )
 
 
+def _rule_number(v) -> float | None:
+    """A rule value as float; NaN when blank; None when it is not a number."""
+    if _blank(v):
+        return math.nan
+    try:
+        return float(str(v).strip()) if isinstance(v, str) else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rule_id(v) -> int:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v.strip())
+    raise RuleError(f"rule_id must be an integer: got {v!r}")
+
+
 def normalise_rules(rules) -> pd.DataFrame:
     """Rules as a DataFrame with every RULE_COLUMNS column; accepts a DataFrame or list of dicts.
 
     Raises RuleError naming the rule for a missing/duplicate rule_id, a negative or non-numeric
     value, or a rule that can never set a target (no success_tp_pips and no success_rr_ratio).
+    Rules are a handful of rows: they are normalised as plain records (pandas' per-column
+    machinery costs more than the work on a frame this small, and runs on every labeling call).
     """
-    df = pd.DataFrame(list(rules)) if not isinstance(rules, pd.DataFrame) else rules.copy()
-    if df.empty:
+    records = (
+        rules.to_dict("records") if isinstance(rules, pd.DataFrame) else [dict(r) for r in rules]
+    )
+    if not records:
         raise RuleError("no labeling rules given")
-    if "rule_id" not in df:
+    if not any("rule_id" in r for r in records):
         raise RuleError("labeling rules need a rule_id column")
-    for col in SCOPE_FIELDS:
-        if col not in df:
-            df[col] = ""
-        df[col] = df[col].map(lambda v: "" if _blank(v) else str(v).strip())
-    df["symbol"] = df["symbol"].str.upper()
-    df["horizon"] = df["horizon"].str.upper()
-    for col in VALUE_FIELDS:
-        if col not in df:
-            df[col] = np.nan
-        vals = pd.to_numeric(df[col], errors="coerce")
-        bad = vals.isna() & ~df[col].map(_blank)
-        bad |= vals < 0
-        if bad.any():
-            rid = df.loc[bad, "rule_id"].iloc[0]
-            raise RuleError(
-                f"rule {rid}: {col} must be a non-negative number, got {df.loc[bad, col].iloc[0]!r}"
-            )
-        df[col] = vals.astype(float)
-    if "is_active" not in df:
-        df["is_active"] = True
-    df["is_active"] = df["is_active"].fillna(True).astype(bool)
-    if "priority" not in df:
-        df["priority"] = 0
-    df["priority"] = pd.to_numeric(df["priority"], errors="coerce").fillna(0).astype(int)
-    if "notes" not in df:
-        df["notes"] = ""
-    df["notes"] = df["notes"].fillna("").astype(str)
-    try:
-        df["rule_id"] = df["rule_id"].astype(int)
-    except (TypeError, ValueError) as exc:
-        raise RuleError(f"rule_id must be an integer: {exc}") from None
-    dup = df["rule_id"].duplicated()
-    if dup.any():
-        raise RuleError(f"rule {df.loc[dup, 'rule_id'].iloc[0]}: rule_id used twice")
-    return df[list(RULE_COLUMNS)].reset_index(drop=True)
+    out = [{} for _ in records]
+    for rec, o in zip(records, out):
+        o["rule_id"] = _rule_id(rec.get("rule_id"))
+        for col in SCOPE_FIELDS:
+            v = rec.get(col)
+            o[col] = "" if _blank(v) else str(v).strip()
+        o["symbol"], o["horizon"] = o["symbol"].upper(), o["horizon"].upper()
+    for col in VALUE_FIELDS:  # column by column: the first bad value of the first bad column
+        for rec, o in zip(records, out):
+            v = _rule_number(rec.get(col))
+            if v is None or v < 0:
+                raise RuleError(
+                    f"rule {o['rule_id']}: {col} must be a non-negative number, "
+                    f"got {rec.get(col)!r}"
+                )
+            o[col] = v
+    for rec, o in zip(records, out):
+        active = rec.get("is_active")
+        o["is_active"] = True if _blank(active) and not isinstance(active, str) else bool(active)
+        priority = _rule_number(rec.get("priority"))
+        o["priority"] = 0 if priority is None or math.isnan(priority) else int(priority)
+        notes = rec.get("notes")
+        o["notes"] = "" if _blank(notes) and not isinstance(notes, str) else str(notes)
+    seen: set[int] = set()
+    for o in out:
+        if o["rule_id"] in seen:
+            raise RuleError(f"rule {o['rule_id']}: rule_id used twice")
+        seen.add(o["rule_id"])
+    return pd.DataFrame(out, columns=list(RULE_COLUMNS)).astype(
+        {"rule_id": np.int64, "priority": np.int64, "is_active": bool}
+        | {c: float for c in VALUE_FIELDS}
+    )
 
 
 def load_rules_yaml(path: str | Path | None = None) -> pd.DataFrame:
@@ -125,30 +146,32 @@ def resolve(
     Vectorised over rows: rules are few, so each is tested against all rows at once, in order of
     preference, and a row keeps the first rule that matches it.
     """
-    active = rules[rules["is_active"]].copy()
-    active["_specificity"] = sum((active[f] != "").astype(int) for f in SCOPE_FIELDS)
-    order = active.sort_values(
-        ["_specificity", "priority", "rule_id"], ascending=[False, False, True]
-    ).index
+    # the rules are a handful: order them in plain Python, without pandas machinery per call
+    active = [(i, r) for i, r in zip(rules.index, rules.to_dict("records")) if r["is_active"]]
+    index, recs = [i for i, _ in active], [r for _, r in active]
+    specificity = [sum(r[f] != "" for f in SCOPE_FIELDS) for r in recs]
+    order = sorted(
+        range(len(recs)),
+        key=lambda k: (-specificity[k], -recs[k]["priority"], recs[k]["rule_id"]),
+    )
     # resolve once per distinct scope combination, then broadcast to the rows
     cols = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe, "horizon": horizon}
     key = np.zeros(len(np.asarray(symbol)), dtype=np.int64)
     tables = {}
     for f in SCOPE_FIELDS:
-        codes_f, uniq_f = pd.factorize(pd.Series(np.asarray(cols[f], dtype=object), dtype=object))
+        codes_f, uniq_f = pd.factorize(np.asarray(cols[f], dtype=object))
         tables[f] = (codes_f, np.asarray(uniq_f, dtype=object))
         key = key * (len(uniq_f) + 1) + codes_f
     uniq, first, codes = np.unique(key, return_index=True, return_inverse=True)
     fields = {f: tables[f][1][tables[f][0][first]] for f in SCOPE_FIELDS}
     winner = np.full(len(uniq), -1, dtype=np.int64)
-    for idx in order:
+    for k in order:
         open_rows = winner < 0
         if not open_rows.any():
             break
         match = open_rows.copy()
         for f in SCOPE_FIELDS:
-            want = rules.at[idx, f]
-            if want != "":
-                match &= fields[f] == want
-        winner[match] = idx
+            if recs[k][f] != "":
+                match &= fields[f] == recs[k][f]
+        winner[match] = index[k]
     return winner[codes]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
+from autopsy_assets.domain.arrays import factorize, filled
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
     INSIGHT_OPTIONAL,
@@ -115,8 +116,10 @@ def _factor_text(
     Columns such as symbol or timeframe hold a handful of values over many rows: string work is
     done on the uniques and broadcast by code, never per row. Missing values become ''.
     """
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    u = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype(str)
+    codes, uniques = factorize(series)
+    u = pd.Series(np.asarray(uniques, dtype=object), dtype=object, copy=False)
+    if pd.api.types.infer_dtype(u, skipna=False) != "string":  # (50,000 ids: skip a copy)
+        u = u.astype(str)
     if strip:
         u = u.str.strip()
     if lower:
@@ -194,15 +197,15 @@ def validate_insights(
     )
     created_ns = _parse_created_at(df["created_at"], r)
     sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
-    symbol = sym_table[sym_codes]
-    r.add(symbol == "", lambda i: "symbol is missing")
+    r.add((sym_table == "")[sym_codes], lambda i: "symbol is missing")
     r.add(
         ~instruments.known(sym_table, instruments_path)[sym_codes],
-        lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table",
+        lambda i: f"unknown symbol {sym_table[sym_codes[i]]!r}: it is not in the instruments table",
     )
-    side = _text(df["side"], lower=True)
+    # low-cardinality text is checked on its distinct values and broadcast by code
+    side_codes, side_table = _factor_text(df["side"], lower=True)
     r.add(
-        ~np.isin(side, SIDES),
+        ~np.isin(side_table, SIDES)[side_codes],
         lambda i: f"unknown side {df['side'].iloc[i]!r}: expected long or short",
     )
     entry, entry_nan = _numeric(df["entry_price"])
@@ -217,7 +220,7 @@ def validate_insights(
         else:
             vals = np.full(n, np.nan)
         levels[col] = vals
-    is_long, is_short = side == "long", side == "short"
+    is_long, is_short = (side_table == "long")[side_codes], (side_table == "short")[side_codes]
     sl, tp = levels["stop_loss"], levels["take_profit"]
     r.add(
         is_long & (sl >= entry),
@@ -239,18 +242,26 @@ def validate_insights(
     for col in ("ai_score", "confidence"):
         v = levels[col]
         r.add((v < 0) | (v > 100), lambda i, col=col, v=v: f"{col} {v[i]} is outside 0-100")
-    tf = _text(df["timeframe"], lower=True) if "timeframe" in df else np.full(n, "", dtype=object)
-    r.add(
-        (tf != "") & ~np.isin(tf, list(TIMEFRAMES)),
-        lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}",
+    tf_codes, tf_table = (
+        _factor_text(df["timeframe"], lower=True)
+        if "timeframe" in df
+        else (np.zeros(n, dtype=np.int64), np.array([""], dtype=object))
     )
-    status = (
-        _text(df["status"], lower=True) if "status" in df else np.full(n, "published", dtype=object)
-    )
-    status = np.where(status == "", "published", status)
     r.add(
-        ~np.isin(status, INSIGHT_STATUSES),
-        lambda i: f"unknown status {status[i]!r}: expected published or filtered",
+        ((tf_table != "") & ~np.isin(tf_table, list(TIMEFRAMES)))[tf_codes],
+        lambda i: (
+            f"unknown timeframe {tf_table[tf_codes[i]]!r}: expected one of {', '.join(TIMEFRAMES)}"
+        ),
+    )
+    st_codes, st_table = (
+        _factor_text(df["status"], lower=True)
+        if "status" in df
+        else (np.zeros(n, dtype=np.int64), np.array([""], dtype=object))
+    )
+    st_table = np.where(st_table == "", "published", st_table).astype(object)
+    r.add(
+        ~np.isin(st_table, INSIGHT_STATUSES)[st_codes],
+        lambda i: f"unknown status {st_table[st_codes[i]]!r}: expected published or filtered",
     )
 
     bad = r.bad
@@ -258,43 +269,51 @@ def validate_insights(
         {"source": "insights", "row_id": ids[i] or f"row {i}", "reason": r.reason(i), "row": int(i)}
         for i in np.flatnonzero(bad)
     )
-    good = ~bad
-    obj = lambda a: pd.Series(a, dtype=object)  # noqa: E731  (no per-row arrow string copies)
-    out = pd.DataFrame(
-        {
-            "insight_id": obj(ids[good]),
-            "created_at": pd.DatetimeIndex(created_ns[good].astype("datetime64[ns]")).tz_localize(
-                "UTC"
-            ),
-            "symbol": obj(symbol[good]),
-            "side": obj(side[good]),
-            "entry_price": entry[good],
-            "stop_loss": sl[good],
-            "take_profit": tp[good],
-            "timeframe": obj(tf[good]),
-            "status": obj(status[good]),
-        }
-    )
+    good = np.flatnonzero(~bad)
+    n_good = len(good)
+    # object columns of shared strings (no per-row arrow string copies); one block per column
+    obj = lambda a: pd.Series(a, dtype=object, copy=False)  # noqa: E731
+    coded = lambda codes, table: obj(table[codes[good]])  # noqa: E731
+    columns = {
+        "insight_id": obj(ids[good]),
+        "created_at": _utc_index(created_ns[good]),
+        "symbol": coded(sym_codes, sym_table),
+        "side": coded(side_codes, side_table),
+        "entry_price": entry[good],
+        "stop_loss": sl[good],
+        "take_profit": tp[good],
+        "timeframe": coded(tf_codes, tf_table),
+        "status": coded(st_codes, st_table),
+    }
     for col in ("fill_price", "ai_score", "confidence", "truth_index"):
-        out[col] = levels[col][good]
+        columns[col] = levels[col][good]
     for col in ("strategy", "user_id"):
-        out[col] = obj(_text(df[col])[good]) if col in df else ""
-    out["patterns"] = df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else ""
+        columns[col] = coded(*_factor_text(df[col])) if col in df else obj(filled(n_good, ""))
+    columns["patterns"] = obj(
+        df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else filled(n_good, "")
+    )
     if "user_acted" in df:
         acted = df["user_acted"].map(
             lambda v: str(v).strip().lower() in ("1", "true", "yes", "y", "t")
         )
-        out["user_acted"] = acted.to_numpy(dtype=bool)[good]
+        columns["user_acted"] = acted.to_numpy(dtype=bool)[good]
     else:
-        out["user_acted"] = ~np.isnan(out["fill_price"].to_numpy())
+        columns["user_acted"] = ~np.isnan(columns["fill_price"])
     if "filled_at" in df:
         fa = pd.to_datetime(df["filled_at"], utc=True, errors="coerce", format="ISO8601")
-        out["filled_at"] = fa.dt.as_unit("ns").to_numpy()[good] if len(out) else fa.iloc[:0]
-        out["filled_at"] = pd.to_datetime(out["filled_at"], utc=True).dt.as_unit("ns")
+        columns["filled_at"] = _utc_index(fa.to_numpy(dtype="datetime64[ns]").view("int64")[good])
     else:
-        out["filled_at"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
+        columns["filled_at"] = _utc_index(np.full(n_good, np.iinfo(np.int64).min))
+    out = pd.DataFrame(columns, copy=False)
     assert set(INSIGHT_OPTIONAL) <= set(out.columns)
     return out, quarantine
+
+
+def _utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
+    """int64 ns (NaT = int64 min) as a tz-aware UTC DatetimeIndex."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize(
+        "UTC"
+    )
 
 
 def infer_timeframe(ts_ns: np.ndarray) -> str | None:
@@ -317,6 +336,18 @@ def validate_candles(
     candles: pd.DataFrame, instruments_path: str | None = None
 ) -> tuple[pd.DataFrame, Quarantine, tuple[str, ...]]:
     """Clean candles sorted by (symbol, timeframe, ts), the quarantine, and notes for the run.
+
+    See `validate_candle_runs`, which also says where each (symbol, timeframe) run starts.
+    """
+    clean, quarantine, notes, _ = validate_candle_runs(candles, instruments_path)
+    return clean, quarantine, notes
+
+
+def validate_candle_runs(
+    candles: pd.DataFrame, instruments_path: str | None = None
+) -> tuple[pd.DataFrame, Quarantine, tuple[str, ...], np.ndarray]:
+    """`validate_candles`, plus the row where each (symbol, timeframe) run of the clean frame
+    starts (the labeling engine and block hashing use them instead of comparing text again).
 
     Refused outright: a missing required column or a naive `ts`. Quarantined per row: unknown
     symbol or timeframe, a NaN or non-positive price, high < low, open/close outside [low, high],
@@ -385,44 +416,33 @@ def validate_candles(
     )
 
     notes: list[str] = []
-    good = np.flatnonzero(~r.bad)
-    # order by (symbol, timeframe, ts) using integer ranks of the names; skip the sort if sorted
-    sym_rank = np.argsort(np.argsort(sym_table.astype(str)))[sym_codes]
-    tf_rank = np.argsort(np.argsort(tf_table.astype(str)))[tf_codes]
-    keys = (sym_rank[good], tf_rank[good], ts_ns[good])
+    # one integer per (symbol, timeframe), in name order: clean rows are sorted by (group, ts)
+    sym_rank = np.argsort(np.argsort(sym_table.astype(str)))
+    tf_rank = np.argsort(np.argsort(tf_table.astype(str)))
+    group = sym_rank[sym_codes] * len(tf_table) + tf_rank[tf_codes]
+    everything_good = not r.bad.any()  # the common case: no copies of 265,000-row columns
+    good = np.arange(n) if everything_good else np.flatnonzero(~r.bad)
+    g, t = (group, ts_ns) if everything_good else (group[good], ts_ns[good])
     sorted_already = len(good) < 2 or bool(
-        np.all(
-            (keys[0][1:] > keys[0][:-1])
-            | (
-                (keys[0][1:] == keys[0][:-1])
-                & (
-                    (keys[1][1:] > keys[1][:-1])
-                    | ((keys[1][1:] == keys[1][:-1]) & (keys[2][1:] >= keys[2][:-1]))
-                )
-            )
-        )
+        np.all((g[1:] > g[:-1]) | ((g[1:] == g[:-1]) & (t[1:] >= t[:-1])))
     )
     if not sorted_already:
         notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
-        good = good[np.lexsort((keys[2], keys[1], keys[0]))]
+        order = np.lexsort((t, g))
+        good, g, t = good[order], g[order], t[order]
     # duplicates are neighbours once sorted
     same_key = np.zeros(len(good), dtype=bool)
     if len(good) > 1:
-        same_key[1:] = (
-            (sym_rank[good][1:] == sym_rank[good][:-1])
-            & (tf_rank[good][1:] == tf_rank[good][:-1])
-            & (ts_ns[good][1:] == ts_ns[good][:-1])
-        )
+        same_key[1:] = (g[1:] == g[:-1]) & (t[1:] == t[:-1])
     drop = np.zeros(len(good), dtype=bool)
     if same_key.any():
-        group = np.cumsum(~same_key)
-        first = np.flatnonzero(~same_key)[group - 1]
+        dup_group = np.cumsum(~same_key)
+        first = np.flatnonzero(~same_key)[dup_group - 1]
         differs = np.zeros(len(good), dtype=bool)
         for arr in (o, h, lo, c, spread):
             a = arr[good]
             differs |= a != a[first]
-        conflict_group = np.bincount(group, weights=differs.astype(float)) > 0
-        conflicted = conflict_group[group]
+        conflicted = (np.bincount(dup_group, weights=differs.astype(float)) > 0)[dup_group]
         exact = same_key & ~conflicted
         if exact.any():
             notes.append(
@@ -445,18 +465,23 @@ def validate_candles(
         {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
         for i in np.flatnonzero(bad)
     )
+    as_given = everything_good and sorted_already and not drop.any()
     keep = good[~drop]
+    take = (lambda a: a) if as_given else (lambda a: a[keep])  # noqa: E731
+    kept_group = g[~drop]
+    run_starts = np.flatnonzero(np.diff(kept_group, prepend=-1) != 0)
     clean = pd.DataFrame(
         {
-            "symbol": pd.Series(symbol[keep], dtype=object),
-            "timeframe": pd.Series(tf[keep], dtype=object),
-            "ts": pd.DatetimeIndex(ts_ns[keep].view("datetime64[ns]")).tz_localize("UTC"),
-            "open": o[keep],
-            "high": h[keep],
-            "low": lo[keep],
-            "close": c[keep],
-            "volume": volume[keep],
-            "spread": spread[keep],
-        }
+            "symbol": pd.Series(sym_table[take(sym_codes)], dtype=object, copy=False),
+            "timeframe": pd.Series(tf_table[take(tf_codes)], dtype=object, copy=False),
+            "ts": ts.array if as_given else _utc_index(ts_ns[keep]),
+            "open": take(o),
+            "high": take(h),
+            "low": take(lo),
+            "close": take(c),
+            "volume": take(volume),
+            "spread": take(spread),
+        },
+        copy=False,  # the arrays are fresh: no need to consolidate (copy) them into blocks
     )
-    return clean, quarantine, tuple(notes)
+    return clean, quarantine, tuple(notes), run_starts
