@@ -56,3 +56,15 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return pd.factorize(series, use_na_sentinel=True)
     run_codes, uniques = pd.factorize(run_values, use_na_sentinel=True)
     return np.repeat(run_codes, run_lengths), uniques
+
+
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code per element, index of the first element of each code) of an int64 array.
+
+    Hashing (pd.factorize) instead of np.unique's sort: for 50,000 keys a few times faster.
+    Codes follow the order of first appearance, so a code's first element is where the code
+    exceeds every code before it.
+    """
+    codes, _ = pd.factorize(np.asarray(values))
+    seen_max = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
+    return codes, np.flatnonzero(codes > seen_max)

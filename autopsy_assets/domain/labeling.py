@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.arrays import factorize, filled
+from autopsy_assets.domain.arrays import distinct, filled
 from autopsy_assets.domain.replay import block_hashes
 from autopsy_assets.domain.walk import BlockTables
-from autopsy_assets.domain.rules import resolve, rule_snapshot
+from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 
 _MIN_NS = 60 * 10**9
@@ -197,22 +197,43 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
     n_ins, n_h = len(insights), len(horizons)
     N = n_ins * n_h
-    rep = lambda col: np.repeat(insights[col].to_numpy(), n_h)  # noqa: E731  row = insight x horizon
+    def rep(col):  # one row per insight x horizon
+        values = insights[col].to_numpy()
+        return values if n_h == 1 else np.repeat(values, n_h)
 
-    symbol = rep("symbol").astype(object)
+    def coded(col):
+        """(code per row, distinct values) of a text column: text is compared and looked up
+        once per distinct value, never per row."""
+        codes, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
+        return (codes if n_h == 1 else np.repeat(codes, n_h)), np.asarray(uniques, dtype=object)
+
+    sym_codes, sym_uniq = coded("symbol")
+    symbol = sym_uniq[sym_codes]
     side_long = rep("side") == "long"
     sign = np.where(side_long, 1.0, -1.0)
-    horizon = np.tile(np.asarray(horizons, dtype=object), n_ins)
-    created = np.repeat(insights["created_at"].astype("int64").to_numpy(), n_h)
+    horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
+    horizon = horizon_coded[1][horizon_coded[0]]
+    created = np.repeat(insights["created_at"].to_numpy(dtype="datetime64[ns]").view("int64"), n_h)
     win_end = created + np.tile(
         np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins
     )
     entry = rep("entry_price").astype(float)
-    pip = instruments.pip_sizes(symbol, instruments_path)
-    ins_tf = rep("timeframe").astype(object)
+    pip = instruments.pip_sizes(sym_uniq, instruments_path)[sym_codes]
+    tf_codes, tf_uniq = coded("timeframe")
+    ins_tf = tf_uniq[tf_codes]
+    # the insight's bar length (0 when it has none): holes are measured in its bars
+    ins_bar_ns = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)[tf_codes] * (
+        _MIN_NS
+    )
 
     # rules: resolved per row, used whole
-    rule_idx = resolve(rules, rep("strategy"), symbol, ins_tf, horizon)
+    scope = {
+        "strategy": coded("strategy"),
+        "symbol": (sym_codes, sym_uniq),
+        "timeframe": (tf_codes, tf_uniq),
+        "horizon": horizon_coded,
+    }
+    rule_idx = resolve_coded(rules, scope)
     if (rule_idx < 0).any():
         raise ValueError(
             "no active labeling rule applies to some insights: add a catch-all rule "
@@ -260,8 +281,11 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
     now_ns = None if now is None else pd.Timestamp(now).tz_convert("UTC").value
     sym_latest = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)
+    sym_position = {sym: k for k, sym in enumerate(sym_uniq.tolist())}
     for sym, gids in by_symbol.items():
-        rows = symbol == sym
+        if sym not in sym_position:  # candles of a symbol no insight is about
+            continue
+        rows = sym_codes == sym_position[sym]
         latest = max(sets[g].last_end for g in gids)
         sym_latest[rows] = latest
         row_now = np.full(int(rows.sum()), latest if now_ns is None else now_ns, dtype=np.int64)
@@ -291,13 +315,17 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         rows = np.flatnonzero(group_id == g)
         if not len(rows):
             continue
+        # in time order: the searches below and the walk then read the candles front to back
+        rows = rows[np.argsort(created[rows], kind="stable")]
         walked_tf[rows] = cs.timeframe
         bar_of_row[rows] = cs.bar_ns
         m, bar = len(cs.ts), cs.bar_ns
         c_r, we_r = created[rows], win_end[rows]
         s = np.searchsorted(cs.ts, c_r, side="left")
         e_full = np.searchsorted(cs.ts, we_r - bar, side="right")
-        e_now = np.searchsorted(cs.ts, effective_now[rows] - bar, side="right")
+        # one `now` per symbol (a set is one symbol): one search
+        now_u, now_inv = np.unique(effective_now[rows], return_inverse=True)
+        e_now = np.searchsorted(cs.ts, now_u - bar, side="right")[now_inv]
         e = np.maximum(np.minimum(e_full, e_now), s)
         lg = side_long[rows]
         st, tg = stop[rows], target[rows]
@@ -335,9 +363,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
         # holes: missing time > HOLE_BARS bars of the insight's timeframe, outside closures,
         # between created_at and the last bar the outcome depends on
-        tf_r = ins_tf[rows]
-        tf_codes, tf_uniq = factorize(pd.Series(tf_r, dtype=object, copy=False))
-        thr = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)[tf_codes] * _MIN_NS
+        thr = ins_bar_ns[rows]
         thr = np.where(thr == 0, bar, thr) * HOLE_BARS
         first_ts = cs.ts[np.minimum(s, m - 1)]
         lead_gap = np.where(s < m, first_ts - c_r, 0)
@@ -446,11 +472,11 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     outcome = np.where(filtered, "filtered_out", outcome)
 
     # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
-    snapshots = {int(i): rule_snapshot(rules.loc[i]) for i in np.unique(rule_idx)}
-    rule_hashes = {i: _sha(sn) for i, sn in snapshots.items()}
-    uniq_rules, inv_rules = np.unique(rule_idx, return_inverse=True)
-    rule_snap_col = np.array([snapshots[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
-    rule_hash_col = np.array([rule_hashes[int(i)] for i in uniq_rules], dtype=object)[inv_rules]
+    inv_rules, first_of_rule = distinct(rule_idx)
+    rule_records = rules_as_records(rules)
+    snapshots = [rule_snapshot(rule_records[rule_idx[i]]) for i in first_of_rule]
+    rule_snap_col = np.asarray(snapshots, dtype=object)[inv_rules]
+    rule_hash_col = np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules]
     blocks = hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         blocks, sets, group_id, hash_first_day, hash_last_ns
@@ -467,7 +493,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         candles_ident = np.where(group_id >= 0, codes, -1).astype(np.int64)
     # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
     pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
-    uniq_pairs, first_row, pair_codes = np.unique(pair_key, return_index=True, return_inverse=True)
+    pair_codes, first_row = distinct(pair_key)
     snap_hash = np.array(
         [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
     )[pair_codes]
@@ -625,25 +651,24 @@ def _block_identity(
         blocks["symbol"].to_numpy(dtype=object),
         blocks["timeframe"].to_numpy(dtype=object),
     )
-    per_set: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    for cs in sets:
-        sel = (key_sym == cs.symbol) & (key_tf == cs.timeframe)
-        per_set[(cs.symbol, cs.timeframe)] = (day_ns[sel], sha[sel])
     last_day = last_ns - last_ns % _DAY_NS
     # one int64 key per (set, first day, last day): days since 1970 fit in 20 bits each
     key = (group_id[use] << 40) | ((first_day[use] // _DAY_NS) << 20) | (last_day[use] // _DAY_NS)
-    uniq, codes = np.unique(key, return_inverse=True)
-    joined, hashed = [], []
-    for k in uniq.tolist():  # one per distinct window identity, not per row
-        g, a, b = k >> 40, ((k >> 20) & 0xFFFFF) * _DAY_NS, (k & 0xFFFFF) * _DAY_NS
-        cs = sets[int(g)]
-        days, shas = per_set[(cs.symbol, cs.timeframe)]
-        lo, hi = np.searchsorted(days, a, side="left"), np.searchsorted(days, b, side="right")
-        hs = ",".join(shas[lo:hi])
-        joined.append(hs)
-        hashed.append(_sha(hs))
-    blocks_col[use] = np.asarray(joined, dtype=object)[codes]
-    hash_col[use] = np.asarray(hashed, dtype=object)[codes]
+    codes, first = distinct(key)
+    uniq = key[first]
+    g_of, a_of, b_of = uniq >> 40, ((uniq >> 20) & 0xFFFFF) * _DAY_NS, (uniq & 0xFFFFF) * _DAY_NS
+    joined = filled(len(uniq), "")
+    for g in np.unique(g_of).tolist():  # per candle set: its blocks, found by day for all keys
+        cs = sets[g]
+        mine = (key_sym == cs.symbol) & (key_tf == cs.timeframe)
+        days, shas = day_ns[mine], sha[mine].tolist()
+        sel = np.flatnonzero(g_of == g)
+        lo = np.searchsorted(days, a_of[sel], side="left").tolist()
+        hi = np.searchsorted(days, b_of[sel], side="right").tolist()
+        joined[sel] = [",".join(shas[i:j]) for i, j in zip(lo, hi)]
+    hashed = np.asarray([_sha(text) for text in joined], dtype=object)
+    blocks_col[use] = joined[codes]
+    hash_col[use] = hashed[codes]
     ident = np.full(N, -1, dtype=np.int64)
     ident[use] = codes
     return blocks_col, hash_col, ident

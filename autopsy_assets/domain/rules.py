@@ -70,7 +70,7 @@ def normalise_rules(rules) -> pd.DataFrame:
     machinery costs more than the work on a frame this small, and runs on every labeling call).
     """
     records = (
-        rules.to_dict("records") if isinstance(rules, pd.DataFrame) else [dict(r) for r in rules]
+        rules_as_records(rules) if isinstance(rules, pd.DataFrame) else [dict(r) for r in rules]
     )
     if not records:
         raise RuleError("no labeling rules given")
@@ -104,9 +104,16 @@ def normalise_rules(rules) -> pd.DataFrame:
         if o["rule_id"] in seen:
             raise RuleError(f"rule {o['rule_id']}: rule_id used twice")
         seen.add(o["rule_id"])
-    return pd.DataFrame(out, columns=list(RULE_COLUMNS)).astype(
-        {"rule_id": np.int64, "priority": np.int64, "is_active": bool}
-        | {c: float for c in VALUE_FIELDS}
+    column = lambda c, dtype=None: np.array([o[c] for o in out], dtype=dtype)  # noqa: E731
+    return pd.DataFrame(
+        {
+            "rule_id": column("rule_id", np.int64),
+            **{c: pd.array([o[c] for o in out], dtype="str") for c in SCOPE_FIELDS},
+            **{c: column(c, float) for c in VALUE_FIELDS},
+            "is_active": column("is_active", bool),
+            "priority": column("priority", np.int64),
+            "notes": pd.array([o["notes"] for o in out], dtype="str"),
+        }
     )
 
 
@@ -146,8 +153,25 @@ def resolve(
     Vectorised over rows: rules are few, so each is tested against all rows at once, in order of
     preference, and a row keeps the first rule that matches it.
     """
-    # the rules are a handful: order them in plain Python, without pandas machinery per call
-    active = [(i, r) for i, r in zip(rules.index, rules.to_dict("records")) if r["is_active"]]
+    cols = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe, "horizon": horizon}
+    coded = {}
+    for f in SCOPE_FIELDS:
+        codes_f, uniq_f = pd.factorize(np.asarray(cols[f], dtype=object))
+        coded[f] = (codes_f, np.asarray(uniq_f, dtype=object))
+    return resolve_coded(rules, coded)
+
+
+def rules_as_records(rules: pd.DataFrame) -> list[dict]:
+    """The rules as plain dicts of Python values (a few times faster than to_dict here)."""
+    cols = list(rules.columns)
+    return [dict(zip(cols, row)) for row in zip(*(rules[c].tolist() for c in cols))]
+
+
+def resolve_coded(rules: pd.DataFrame, scope: dict) -> np.ndarray:
+    """`resolve` on factorized scope columns: ``scope[field] = (codes, distinct values)`` for
+    each of SCOPE_FIELDS (codes >= 0, one per row). The rules are a handful: they are ordered
+    in plain Python, without pandas machinery per call."""
+    active = [(i, r) for i, r in zip(rules.index, rules_as_records(rules)) if r["is_active"]]
     index, recs = [i for i, _ in active], [r for _, r in active]
     specificity = [sum(r[f] != "" for f in SCOPE_FIELDS) for r in recs]
     order = sorted(
@@ -155,11 +179,10 @@ def resolve(
         key=lambda k: (-specificity[k], -recs[k]["priority"], recs[k]["rule_id"]),
     )
     # resolve once per distinct scope combination, then broadcast to the rows
-    cols = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe, "horizon": horizon}
-    key = np.zeros(len(np.asarray(symbol)), dtype=np.int64)
+    key = np.zeros(len(scope["symbol"][0]), dtype=np.int64)
     tables = {}
     for f in SCOPE_FIELDS:
-        codes_f, uniq_f = pd.factorize(np.asarray(cols[f], dtype=object))
+        codes_f, uniq_f = scope[f]
         tables[f] = (codes_f, np.asarray(uniq_f, dtype=object))
         key = key * (len(uniq_f) + 1) + codes_f
     uniq, first, codes = np.unique(key, return_index=True, return_inverse=True)

@@ -1,0 +1,99 @@
+"""The compiled first-touch walk against a per-bar loop, on series long enough that whole fine
+(16-bar) and coarse (256-bar) blocks are skipped; and the array helpers against pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autopsy_assets.domain.arrays import distinct, factorize, filled
+from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
+
+
+def slow_walk(low, high, start, end, lower, upper):
+    """Obvious reference: bar by bar from start, stop at the first touch."""
+    lo, hi = np.inf, -np.inf
+    for j in range(start, end):
+        if low[j] <= lower or high[j] >= upper:
+            return j, low[j] <= lower, high[j] >= upper, lo, hi
+        lo, hi = min(lo, low[j]), max(hi, high[j])
+    return end, False, False, lo, hi
+
+
+@st.composite
+def walks(draw):
+    n = draw(st.integers(1, 3 * COARSE + 40))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    mid = 100 + np.cumsum(rng.normal(0, draw(st.sampled_from([0.05, 0.3, 1.0])), n))
+    half = np.abs(rng.normal(0, 0.2, n)) + draw(st.sampled_from([0.0, 0.01]))
+    low, high = mid - half, mid + half
+    k = draw(st.integers(1, 40))
+    start = rng.integers(0, n + 1, k)
+    end = np.minimum(start + rng.integers(0, n + 1, k), n)
+    ref = mid[np.minimum(start, n - 1)]
+    lower = ref - rng.uniform(0, draw(st.sampled_from([0.5, 3.0, 30.0])), k)
+    upper = ref + rng.uniform(0, draw(st.sampled_from([0.5, 3.0, 30.0])), k)
+    blank = rng.random(k)
+    lower[blank < 0.1] = -np.inf  # a blank level is never touched
+    upper[blank > 0.9] = np.inf
+    return low, high, start, end, lower, upper
+
+
+@settings(max_examples=200, deadline=None)
+@given(walks())
+def test_walk_matches_a_per_bar_loop(case):
+    low, high, start, end, lower, upper = case
+    got = BlockTables(low, high).walk(start, end, lower, upper)
+    for r in range(len(start)):
+        want = slow_walk(low, high, int(start[r]), int(end[r]), lower[r], upper[r])
+        assert tuple(g[r] for g in got) == want, (r, start[r], end[r])
+
+
+def test_walk_skips_blocks_and_still_finds_the_one_touching_bar():
+    n = 5 * COARSE
+    low, high = np.full(n, 99.0), np.full(n, 101.0)
+    low[3 * COARSE + FINE + 3] = 90.0  # deep inside the fourth coarse block
+    high[: COARSE] = np.linspace(101, 102, COARSE)  # extremes before the touch are tracked
+    j, lower_hit, upper_hit, lo, hi = BlockTables(low, high).walk(
+        np.array([1, 3 * COARSE + FINE + 4, 0]),
+        np.array([n, n, 3 * COARSE]),
+        np.array([95.0, 95.0, 95.0]),
+        np.array([105.0, 105.0, 105.0]),
+    )
+    assert j.tolist() == [3 * COARSE + FINE + 3, n, 3 * COARSE]
+    assert lower_hit.tolist() == [True, False, False] and not upper_hit.any()
+    assert lo.tolist() == [99.0, 99.0, 99.0]
+    assert hi[0] == 102.0 and hi[1] == 101.0 and hi[2] == 102.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(["EURUSD", "GBPUSD", "", None, "x"]), min_size=1, max_size=30),
+    st.integers(1, 600),
+    st.booleans(),
+)
+def test_run_factorize_equals_pandas(values, repeat, arrow):
+    # runs of equal neighbours (sorted candles) take the run-length path past 4,096 rows
+    series = pd.Series(np.repeat(np.asarray(values, dtype=object), repeat), dtype=object)
+    if arrow:
+        series = series.astype("str")
+    codes, uniques = factorize(series)
+    want_codes, want_uniques = pd.factorize(series, use_na_sentinel=True)
+    assert np.array_equal(codes, want_codes)
+    assert list(np.asarray(uniques, dtype=object)) == list(np.asarray(want_uniques, dtype=object))
+
+
+def test_distinct_codes_and_first_rows():
+    values = np.array([7, 3, 7, 9, 3, 3, 11, 9])
+    codes, first = distinct(values)
+    assert codes.tolist() == [0, 1, 0, 2, 1, 1, 3, 2]
+    assert first.tolist() == [0, 1, 3, 6]
+
+
+def test_filled_shares_one_object():
+    a = filled(5, "pending")
+    assert a.dtype == object and a.tolist() == ["pending"] * 5
+    assert all(x is a[0] for x in a)
