@@ -31,7 +31,7 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     is run-length encoded by pyarrow; object arrays compare neighbours in one numpy pass.
     """
     n = len(series)
-    if n < 4096:
+    if n < 4096 or not _few_runs(series.iloc[:1024]):  # (unsorted ids or sides: no runs)
         return pd.factorize(series, use_na_sentinel=True)
     run_values, run_lengths = None, None
     arrow = getattr(series.array, "__arrow_array__", None)
@@ -56,6 +56,12 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return pd.factorize(series, use_na_sentinel=True)
     run_codes, uniques = pd.factorize(run_values, use_na_sentinel=True)
     return np.repeat(run_codes, run_lengths), uniques
+
+
+def _few_runs(head: pd.Series) -> bool:
+    """Whether a sample holds long runs of equal neighbours (at most one change in 16)."""
+    values = head.to_numpy(dtype=object)
+    return int(np.count_nonzero(values[1:] != values[:-1])) <= len(values) // 16
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import pandas as pd
 from autopsy_assets.domain import instruments
 from autopsy_assets.domain.arrays import distinct, filled
 from autopsy_assets.domain.replay import block_hashes
-from autopsy_assets.domain.walk import BlockTables
+from autopsy_assets.domain.walk import BlockTables, walk_sides
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 
@@ -59,15 +59,14 @@ def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
 class _CandleSet:
     """The clean candles of one (symbol, timeframe), as arrays, with their range tables."""
 
-    def __init__(self, frame: pd.DataFrame, symbol: str, timeframe: str, closure: str):
+    def __init__(self, columns: dict[str, np.ndarray], symbol: str, timeframe: str, closure: str):
+        """``columns``: this set's slices (views) of ts (int64 ns), open, high, low, close and
+        spread."""
         self.symbol, self.timeframe = symbol, timeframe
         self.bar_ns = TIMEFRAMES[timeframe] * _MIN_NS
-        self.ts = frame["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
-        self.open = frame["open"].to_numpy(dtype=float)
-        self.high = frame["high"].to_numpy(dtype=float)
-        self.low = frame["low"].to_numpy(dtype=float)
-        self.close = frame["close"].to_numpy(dtype=float)
-        self.spread = frame["spread"].to_numpy(dtype=float)
+        self.ts = columns["ts"]
+        self.open, self.high = columns["open"], columns["high"]
+        self.low, self.close, self.spread = columns["low"], columns["close"], columns["spread"]
         self.has_spread = bool(np.any(self.spread != 0))
         self.first_ts = int(self.ts[0])
         self.last_end = int(self.ts[-1]) + self.bar_ns
@@ -114,20 +113,7 @@ class _CandleSet:
         A long is stopped by the bid low and reaches its target on the bid high; a short on the
         ask (bid + spread), mirrored. A blank (NaN) level is never touched.
         """
-        n = len(s)
-        j, stop_hit, tgt_hit = e.copy(), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
-        L, S = np.flatnonzero(lg), np.flatnonzero(~lg)
-        never = lambda level, missing: np.where(np.isnan(level), missing, level)  # noqa: E731
-        if len(L):  # lower level: the stop; upper: the target
-            lower, upper = never(stop[L], -np.inf), never(target[L], np.inf)
-            walked = self._tables(ask=False).walk(s[L], e[L], lower, upper)
-            j[L], stop_hit[L], tgt_hit[L], lo[L], hi[L] = walked
-        if len(S):  # mirrored
-            lower, upper = never(target[S], -np.inf), never(stop[S], np.inf)
-            walked = self._tables(ask=True).walk(s[S], e[S], lower, upper)
-            j[S], tgt_hit[S], stop_hit[S], lo[S], hi[S] = walked
-        return j, stop_hit, tgt_hit, lo, hi
+        return walk_sides(self._tables(ask=False), self._tables(ask=True), s, e, lg, stop, target)
 
     def exits(self, j, stop_hit, tgt_hit, touched, lg, stop, target) -> dict[str, np.ndarray]:
         """How each touched row leaves on its deciding bar ``j``: a bar opening beyond a level
@@ -269,13 +255,20 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     by_symbol: dict[str, list[int]] = {}
     if len(candles):
         # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs
+        # the columns once as arrays; each set takes views of its rows
+        whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
+        for col in ("open", "high", "low", "close", "spread"):
+            whole[col] = candles[col].to_numpy(dtype=float)
+        sym_a, tf_a = candles["symbol"].to_numpy(dtype=object), candles["timeframe"].to_numpy(
+            dtype=object
+        )
         bounds = np.append(candle_runs, len(candles))
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            frame = candles.iloc[a:b]
-            sym, tf = frame["symbol"].iat[0], frame["timeframe"].iat[0]
+            sym, tf = sym_a[a], tf_a[a]
             inst = instruments.get(sym, instruments_path)
             by_symbol.setdefault(sym, []).append(len(sets))
-            sets.append(_CandleSet(frame, sym, tf, inst.closure))
+            columns = {col: values[a:b] for col, values in whole.items()}
+            sets.append(_CandleSet(columns, sym, tf, inst.closure))
     for sym in by_symbol:
         by_symbol[sym].sort(key=lambda g: sets[g].bar_ns)
 
@@ -315,21 +308,20 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         rows = np.flatnonzero(group_id == g)
         if not len(rows):
             continue
-        # in time order: the searches below and the walk then read the candles front to back
+        # in time order: the walk then reads the candles front to back (cache-friendly)
         rows = rows[np.argsort(created[rows], kind="stable")]
         walked_tf[rows] = cs.timeframe
         bar_of_row[rows] = cs.bar_ns
         m, bar = len(cs.ts), cs.bar_ns
         c_r, we_r = created[rows], win_end[rows]
-        s = np.searchsorted(cs.ts, c_r, side="left")
-        e_full = np.searchsorted(cs.ts, we_r - bar, side="right")
-        # one `now` per symbol (a set is one symbol): one search
-        now_u, now_inv = np.unique(effective_now[rows], return_inverse=True)
-        e_now = np.searchsorted(cs.ts, now_u - bar, side="right")[now_inv]
-        e = np.maximum(np.minimum(e_full, e_now), s)
         lg = side_long[rows]
         st, tg = stop[rows], target[rows]
-        # lo_px / hi_px: the bars lived in full, before the exit bar (all of them at the horizon)
+        # the window: bars opening at or after created_at whose end is inside the horizon and
+        # not after now; lo_px / hi_px: the bars lived in full, before the exit bar (all of them
+        # at the horizon)
+        s = np.searchsorted(cs.ts, c_r, side="left")
+        last_open = np.minimum(we_r, effective_now[rows]) - bar
+        e = np.maximum(np.searchsorted(cs.ts, last_open, side="right"), s)
         j, stop_hit, tgt_hit, lo_px, hi_px = cs.walk(s, e, lg, st, tg)
         touched = j < e
         jj = np.minimum(j, m - 1)

@@ -362,10 +362,10 @@ def validate_candle_runs(
     r = _Reasons(n)
     sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
     known_sym = instruments.known(sym_table, instruments_path)
-    symbol = sym_table[sym_codes]
+    symbol = lambda i: sym_table[sym_codes[i]]  # noqa: E731  (per bad row, for messages)
     r.add(
         ~known_sym[sym_codes],
-        lambda i: f"unknown symbol {symbol[i]!r}: it is not in the instruments table",
+        lambda i: f"unknown symbol {symbol(i)!r}: it is not in the instruments table",
     )
     ts_missing = ts.isna().to_numpy()
     ts_ns = (
@@ -386,7 +386,9 @@ def validate_candle_runs(
         )
     volume = _numeric(df["volume"])[0] if "volume" in df else np.full(n, np.nan)
     if "spread" in df:
-        spread = np.nan_to_num(_numeric(df["spread"])[0], nan=0.0)  # unknown spread: bid only
+        spread = _numeric(df["spread"])[0]
+        if np.isnan(spread).any():
+            spread = np.nan_to_num(spread, nan=0.0)  # unknown spread: bid only
         r.add(spread < 0, lambda i: f"spread {spread[i]} is negative")
     else:
         spread = np.zeros(n)
@@ -402,17 +404,17 @@ def validate_candle_runs(
             rows = missing_tf & (sym_codes == code)
             tf[rows] = infer_timeframe(ts_ns[rows]) or "?"
         tf_codes, tf_table = _factor_text(pd.Series(tf, dtype=object))
-    tf = tf_table[tf_codes]
+    tf = lambda i: tf_table[tf_codes[i]]  # noqa: E731
     r.add(
         (tf_table == "?")[tf_codes],
         lambda i: (
-            f"timeframe of {symbol[i]} candles cannot be "
+            f"timeframe of {symbol(i)} candles cannot be "
             "inferred from their spacing; give a timeframe column"
         ),
     )
     r.add(
         ~np.isin(tf_table, list(TIMEFRAMES))[tf_codes],
-        lambda i: f"unknown timeframe {tf[i]!r}: expected one of {', '.join(TIMEFRAMES)}",
+        lambda i: f"unknown timeframe {tf(i)!r}: expected one of {', '.join(TIMEFRAMES)}",
     )
 
     notes: list[str] = []
@@ -460,16 +462,17 @@ def validate_candle_runs(
                 ),
             )
     bad = r.bad
-    rid = lambda i: f"{symbol[i]}|{tf[i]}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
+    rid = lambda i: f"{symbol(i)}|{tf(i)}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
     quarantine = Quarantine(
         {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
         for i in np.flatnonzero(bad)
     )
     as_given = everything_good and sorted_already and not drop.any()
-    keep = good[~drop]
+    keep = good if as_given else good[~drop]
     take = (lambda a: a) if as_given else (lambda a: a[keep])  # noqa: E731
-    kept_group = g[~drop]
-    run_starts = np.flatnonzero(np.diff(kept_group, prepend=-1) != 0)
+    kept_group = g if as_given else g[~drop]
+    run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
+    run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
     clean = pd.DataFrame(
         {
             "symbol": pd.Series(sym_table[take(sym_codes)], dtype=object, copy=False),
