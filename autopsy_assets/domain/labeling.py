@@ -28,9 +28,9 @@ import pandas as pd
 from autopsy_assets.domain import instruments
 from autopsy_assets.domain.arrays import distinct, filled
 from autopsy_assets.domain.replay import block_hashes
-from autopsy_assets.domain.walk import BlockTables, walk_sides
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
+from autopsy_assets.domain.walk import BlockTables, walk_sides
 
 _MIN_NS = 60 * 10**9
 _DAY_NS = 86_400 * 10**9
@@ -57,7 +57,7 @@ def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
 
 
 class _CandleSet:
-    """The clean candles of one (symbol, timeframe), as arrays, with their range tables."""
+    """The clean candles of one (symbol, timeframe), as arrays, with their block tables."""
 
     def __init__(self, columns: dict[str, np.ndarray], symbol: str, timeframe: str, closure: str):
         """``columns``: this set's slices (views) of ts (int64 ns), open, high, low, close and
@@ -83,8 +83,6 @@ class _CandleSet:
             self.ts[at] + self.bar_ns, self.ts[at + 1], self.closures
         )
         self.gap_bar, self.gap_ns = at[~excused] + 1, gap[at[~excused]]
-        self._bid: BlockTables | None = None
-        self._ask: BlockTables | None = None
         self._bid: BlockTables | None = None
         self._ask: BlockTables | None = None
 
@@ -173,7 +171,9 @@ def label(
     # the walk runs (hashlib and the compiled walk both release the GIL)
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashes = pool.submit(block_hashes, candles, candle_runs)
-        return _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes)
+        return _label(
+            insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes
+        )
 
 
 def _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes):
@@ -183,6 +183,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
     n_ins, n_h = len(insights), len(horizons)
     N = n_ins * n_h
+
     def rep(col):  # one row per insight x horizon
         values = insights[col].to_numpy()
         return values if n_h == 1 else np.repeat(values, n_h)
@@ -208,9 +209,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     tf_codes, tf_uniq = coded("timeframe")
     ins_tf = tf_uniq[tf_codes]
     # the insight's bar length (0 when it has none): holes are measured in its bars
-    ins_bar_ns = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)[tf_codes] * (
-        _MIN_NS
-    )
+    bar_minutes = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)
+    ins_bar_ns = bar_minutes[tf_codes] * _MIN_NS
 
     # rules: resolved per row, used whole
     scope = {
@@ -259,9 +259,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
         for col in ("open", "high", "low", "close", "spread"):
             whole[col] = candles[col].to_numpy(dtype=float)
-        sym_a, tf_a = candles["symbol"].to_numpy(dtype=object), candles["timeframe"].to_numpy(
-            dtype=object
-        )
+        sym_a = candles["symbol"].to_numpy(dtype=object)
+        tf_a = candles["timeframe"].to_numpy(dtype=object)
         bounds = np.append(candle_runs, len(candles))
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             sym, tf = sym_a[a], tf_a[a]

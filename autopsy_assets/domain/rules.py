@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from autopsy_assets.domain.arrays import distinct
+
 SCOPE_FIELDS = ("strategy", "symbol", "timeframe", "horizon")
 VALUE_FIELDS = (
     "success_tp_pips",
@@ -185,9 +187,9 @@ def resolve_coded(rules: pd.DataFrame, scope: dict) -> np.ndarray:
         codes_f, uniq_f = scope[f]
         tables[f] = (codes_f, np.asarray(uniq_f, dtype=object))
         key = key * (len(uniq_f) + 1) + codes_f
-    uniq, first, codes = np.unique(key, return_index=True, return_inverse=True)
+    codes, first = distinct(key)
     fields = {f: tables[f][1][tables[f][0][first]] for f in SCOPE_FIELDS}
-    winner = np.full(len(uniq), -1, dtype=np.int64)
+    winner = np.full(len(first), -1, dtype=np.int64)
     for k in order:
         open_rows = winner < 0
         if not open_rows.any():

@@ -130,11 +130,6 @@ def _factor_text(
     return np.where(codes < 0, len(table) - 1, codes), table
 
 
-def _text(series: pd.Series, lower: bool = False, upper: bool = False) -> np.ndarray:
-    codes, table = _factor_text(series, lower, upper)
-    return table[codes]
-
-
 def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
     """created_at as int64 ns UTC; rows without a timezone or unparseable get a reason."""
     n = len(raw)
