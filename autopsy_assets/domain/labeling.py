@@ -113,34 +113,35 @@ class _CandleSet:
         """
         return walk_sides(self._tables(ask=False), self._tables(ask=True), s, e, lg, stop, target)
 
-    def exits(self, j, stop_hit, tgt_hit, touched, lg, stop, target) -> dict[str, np.ndarray]:
-        """How each touched row leaves on its deciding bar ``j``: a bar opening beyond a level
-        exits at its open (gap_stop / gap_target), else at the level; both levels inside the bar
-        is the stop, flagged ``both``. Returns the masks, the exit price and reason, and how far
-        beyond the level a gap opened (price units)."""
-        jj = np.minimum(j, len(self.ts) - 1)
-        sgn = np.where(lg, 1.0, -1.0)
-        op = self.open[jj] + np.where(lg, 0.0, self.spread[jj])  # the closing side, at the open
-        gap_stop = touched & stop_hit & (sgn * (op - stop) <= 0)
-        gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - target) >= 0)
-        level = touched & ~gap_stop & ~gap_tgt
-        at_stop, at_tgt = level & stop_hit, level & ~stop_hit
-        price = np.where(
-            gap_stop | gap_tgt, op, np.where(at_stop, stop, np.where(at_tgt, target, np.nan))
-        )
-        reason = filled(len(j), "")
-        for mask, text in ((gap_stop, "gap_stop"), (gap_tgt, "gap_target"), (at_stop, "stop")):
-            reason[mask] = text
-        reason[at_tgt] = "target"
-        gap = np.where(gap_stop, np.abs(op - stop), np.where(gap_tgt, np.abs(op - target), np.nan))
-        return {
-            "price": price,
-            "reason": reason,
-            "gap": gap,
-            "failed": gap_stop | at_stop,
-            "succeeded": gap_tgt | at_tgt,
-            "both": level & stop_hit & tgt_hit,
-        }
+
+def _exits(open_, spread, jj, stop_hit, tgt_hit, touched, lg, stop, target) -> dict:
+    """How each touched row leaves on its deciding bar ``jj`` (an index into ``open_`` and
+    ``spread``): a bar opening beyond a level exits at its open (gap_stop / gap_target), else at
+    the level; both levels inside the bar is the stop, flagged ``both``. Returns the masks, the
+    exit price and reason, and how far beyond the level a gap opened (price units)."""
+    sgn = np.where(lg, 1.0, -1.0)
+    op = open_[jj] + np.where(lg, 0.0, spread[jj])  # the closing side, at the open
+    gap_stop = touched & stop_hit & (sgn * (op - stop) <= 0)
+    gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - target) >= 0)
+    level = touched & ~gap_stop & ~gap_tgt
+    at_stop, at_tgt = level & stop_hit, level & ~stop_hit
+    price = np.where(
+        gap_stop | gap_tgt, op, np.where(at_stop, stop, np.where(at_tgt, target, np.nan))
+    )
+    reason = filled(len(jj), "")
+    for mask, text in ((gap_stop, "gap_stop"), (gap_tgt, "gap_target"), (at_stop, "stop")):
+        reason[mask] = text
+    reason[at_tgt] = "target"
+    gap = np.where(gap_stop, np.abs(op - stop), np.where(gap_tgt, np.abs(op - target), np.nan))
+    return {
+        "price": price,
+        "reason": reason,
+        "gap": gap,
+        "failed": gap_stop | at_stop,
+        "succeeded": gap_tgt | at_tgt,
+        "both": level & stop_hit & tgt_hit,
+    }
+
 
 # --- the engine --------------------------------------------------------------------------------
 
@@ -268,6 +269,16 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             by_symbol.setdefault(sym, []).append(len(sets))
             columns = {col: values[a:b] for col, values in whole.items()}
             sets.append(_CandleSet(columns, sym, tf, inst.closure))
+        # block tables over all sets end to end: a block that straddles two sets never lies
+        # inside one row's window, so it is never skipped wrongly
+        bid = BlockTables(whole["low"], whole["high"])
+        has_spread = bool(np.any(whole["spread"] != 0))
+        ask = (
+            BlockTables(whole["low"] + whole["spread"], whole["high"] + whole["spread"])
+            if has_spread
+            else bid
+        )
+        tables = (bid, ask)
     for sym in by_symbol:
         by_symbol[sym].sort(key=lambda g: sets[g].bar_ns)
 
@@ -303,48 +314,66 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     effective_now = sym_latest if now_ns is None else np.full(N, now_ns, dtype=np.int64)
     data_until = np.minimum(effective_now, sym_latest)  # candles can only show what has arrived
 
-    for g, cs in enumerate(sets):
-        rows = np.flatnonzero(group_id == g)
-        if not len(rows):
-            continue
-        # in time order: the walk then reads the candles front to back (cache-friendly)
-        rows = rows[np.argsort(created[rows], kind="stable")]
-        walked_tf[rows] = cs.timeframe
-        bar_of_row[rows] = cs.bar_ns
-        m, bar = len(cs.ts), cs.bar_ns
-        c_r, we_r = created[rows], win_end[rows]
-        lg = side_long[rows]
-        st, tg = stop[rows], target[rows]
+    # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
+    # The sets lie end to end in the candle arrays, so a row's window is a range of global bar
+    # indices inside its own set: one vectorised pass over all rows, not one per set.
+    rows = np.flatnonzero(group_id >= 0)
+    if len(rows):
+        ts_all, open_all, close_all, spread_all = (
+            whole["ts"], whole["open"], whole["close"], whole["spread"]
+        )
+        g = group_id[rows]
+        # rows by (set, created_at): each set's rows are one chunk, walked front to back. One
+        # int64 key (set in the high bits, created_at in microseconds) sorts 4x faster than
+        # lexsort; the order among equal keys does not matter (rows are independent)
+        since = (created[rows] - created[rows].min()) >> 10
+        order = (
+            np.argsort((g << 50) | since)
+            if since.max() < (1 << 50) and len(sets) < (1 << 12)
+            else np.lexsort((created[rows], g))
+        )
+        rows, g = rows[order], g[order]
+        chunk = np.searchsorted(g, np.arange(len(sets) + 1))  # set k: rows chunk[k]:chunk[k + 1]
+        set_start, set_end = bounds[:-1][g], bounds[1:][g]
+        bar = np.array([cs.bar_ns for cs in sets], dtype=np.int64)[g]
+        walked_tf[rows] = np.array([cs.timeframe for cs in sets], dtype=object)[g]
+        bar_of_row[rows] = bar
+        c_r, we_r, now_r, du = created[rows], win_end[rows], effective_now[rows], data_until[rows]
+        lg, st, tg, sgn, en = side_long[rows], stop[rows], target[rows], sign[rows], entry[rows]
+
         # the window: bars opening at or after created_at whose end is inside the horizon and
-        # not after now; lo_px / hi_px: the bars lived in full, before the exit bar (all of them
-        # at the horizon)
-        s = np.searchsorted(cs.ts, c_r, side="left")
-        last_open = np.minimum(we_r, effective_now[rows]) - bar
-        e = np.maximum(np.searchsorted(cs.ts, last_open, side="right"), s)
-        j, stop_hit, tgt_hit, lo_px, hi_px = cs.walk(s, e, lg, st, tg)
+        # not after now. No touch: the horizon decides once it has passed, else pending. It has
+        # passed once `now` is beyond it and candles reach it, or the candles stop inside a
+        # market closure that lasts until after it (nothing more can come)
+        s, e = np.empty(len(rows), dtype=np.int64), np.empty(len(rows), dtype=np.int64)
+        last_open = np.minimum(we_r, now_r) - bar
+        nothing_more = du >= we_r
+        for k, cs in enumerate(sets):
+            at = slice(chunk[k], chunk[k + 1])
+            s[at] = np.searchsorted(cs.ts, c_r[at], side="left") + bounds[k]
+            e[at] = np.searchsorted(cs.ts, last_open[at], side="right") + bounds[k]
+            nothing_more[at] |= instruments.inside_closure(du[at], we_r[at], cs.closures)
+        e = np.maximum(e, s)
+        elapsed = (now_r >= we_r) & nothing_more
+
+        # lo_px / hi_px: the bars lived in full, before the exit bar (all of them at the horizon)
+        j, stop_hit, tgt_hit, lo_px, hi_px = walk_sides(
+            *tables, s, e, lg, st, tg
+        )
         touched = j < e
-        jj = np.minimum(j, m - 1)
-        sgn = sign[rows]
-        ex = cs.exits(j, stop_hit, tgt_hit, touched, lg, st, tg)
+        jj = np.minimum(j, set_end - 1)
+        ex = _exits(open_all, spread_all, jj, stop_hit, tgt_hit, touched, lg, st, tg)
         r_exit, reason, both = ex["price"], ex["reason"], ex["both"]
         gp = ex["gap"] / pip[rows]
-
-        # no touch: the horizon decides once it has passed, else pending. It has passed once
-        # `now` is beyond it and candles reach it, or the candles stop inside a market closure
-        # that lasts until after it (nothing more can come)
-        du = data_until[rows]
-        elapsed = (effective_now[rows] >= we_r) & (
-            (du >= we_r) | instruments.inside_closure(du, we_r, cs.closures)
-        )
         horizon_exit = ~touched & elapsed & (e > s)
-        last = np.maximum(e - 1, 0)
-        close_px = cs.close[last] + np.where(lg, 0.0, cs.spread[last])
+        last = np.maximum(e - 1, set_start)
+        close_px = close_all[last] + np.where(lg, 0.0, spread_all[last])
         r_exit = np.where(horizon_exit, close_px, r_exit)
         reason[horizon_exit] = "horizon"
         r_exit_time = np.where(
             touched,
-            cs.ts[jj] + bar,
-            np.where(horizon_exit, cs.ts[last] + bar, np.iinfo(np.int64).min),
+            ts_all[jj] + bar,
+            np.where(horizon_exit, ts_all[last] + bar, np.iinfo(np.int64).min),
         )
         lived_lo[rows], lived_hi[rows] = lo_px, hi_px  # before the exit bar (refinement)
         lo_px = np.fmin(lo_px, r_exit)
@@ -356,21 +385,28 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         # between created_at and the last bar the outcome depends on
         thr = ins_bar_ns[rows]
         thr = np.where(thr == 0, bar, thr) * HOLE_BARS
-        first_ts = cs.ts[np.minimum(s, m - 1)]
-        lead_gap = np.where(s < m, first_ts - c_r, 0)
-        lead_ok = instruments.inside_closure(c_r, np.where(s < m, first_ts, c_r), cs.closures)
-        lead_hole = (s < e) & (lead_gap > thr) & ~lead_ok
+        has_first = s < set_end
+        first_ts = ts_all[np.minimum(s, set_end - 1)]
+        lead_gap = np.where(has_first, first_ts - c_r, 0)
         last_read = np.where(touched, j, e - 1)
-        inner_at = np.full(len(rows), m, dtype=np.int64)
-        for t in np.unique(thr):  # few distinct thresholds (one per timeframe)
-            sel = thr == t
-            # gaps before bars s+1 .. last_read
-            inner_at[sel] = cs.first_gap(s[sel] + 1, last_read[sel] + 1, int(t))
-        inner_hole = inner_at < m
-        tail_start = np.where(e > s, cs.ts[last] + bar, c_r)
-        tail_gap = we_r - tail_start
-        tail_ok = instruments.inside_closure(tail_start, we_r, cs.closures)
-        tail_hole = horizon_exit & (tail_gap > thr) & ~tail_ok
+        tail_start = np.where(e > s, ts_all[last] + bar, c_r)
+        lead_ok, tail_ok = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
+        inner_at = set_end.copy()  # the first bar preceded by a hole; set_end: none
+        for k, cs in enumerate(sets):
+            at = slice(chunk[k], chunk[k + 1])
+            lead_end = np.where(has_first[at], first_ts[at], c_r[at])
+            lead_ok[at] = instruments.inside_closure(c_r[at], lead_end, cs.closures)
+            tail_ok[at] = instruments.inside_closure(tail_start[at], we_r[at], cs.closures)
+            for t in np.unique(thr[at]):  # few distinct thresholds (one per timeframe)
+                sel = np.flatnonzero(thr[at] == t) + chunk[k]
+                # gaps before bars s+1 .. last_read
+                found = cs.first_gap(
+                    s[sel] + 1 - bounds[k], last_read[sel] + 1 - bounds[k], int(t)
+                )
+                inner_at[sel] = found + bounds[k]
+        lead_hole = (s < e) & (lead_gap > thr) & ~lead_ok
+        inner_hole = inner_at < set_end
+        tail_hole = horizon_exit & (we_r - tail_start > thr) & ~tail_ok
         empty = ~touched & elapsed & (e <= s)
         hole = (lead_hole | inner_hole | tail_hole) & ~empty
 
@@ -378,7 +414,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         out_r = filled(len(rows), "pending")
         out_r[ex["failed"]] = "failed"
         out_r[ex["succeeded"]] = "succeeded"
-        en = entry[rows]
         adverse = np.where(lg, (en - lo_px) / en * 100, (hi_px - en) / en * 100)
         adverse = np.maximum(np.nan_to_num(adverse, nan=0.0), 0)
         neutral = horizon_exit & (np.abs(r_exit - en) <= band[rows])
@@ -389,12 +424,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         out_r[neutral] = "neutral"
         rr = filled(len(rows), "")
         rr[empty] = "empty_window: no complete candle lies inside the window"
-        for i in np.flatnonzero(hole):  # only flagged rows are described
+        for i in np.flatnonzero(hole).tolist():  # only flagged rows are described
             if lead_hole[i]:
                 rr[i] = _describe_hole("between created_at", int(c_r[i]), int(first_ts[i]))
             elif inner_hole[i]:
                 b = int(inner_at[i])
-                rr[i] = _describe_hole("between", int(cs.ts[b - 1] + bar), int(cs.ts[b]))
+                rr[i] = _describe_hole("between", int(ts_all[b - 1] + bar[i]), int(ts_all[b]))
             else:
                 rr[i] = _describe_hole("between", int(tail_start[i]), int(we_r[i]))
         review = empty | hole
@@ -408,7 +443,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         exit_price[rows], exit_time[rows], exit_reason[rows] = r_exit, r_exit_time, reason
         low_price[rows], high_price[rows], gap_pips[rows] = lo_px, hi_px, gp
         ambiguous[rows] = both & ~review
-        hash_last_ns[rows] = np.where(touched, cs.ts[jj], np.where(e > s, cs.ts[last], -1))
+        hash_last_ns[rows] = np.where(touched, ts_all[jj], np.where(e > s, ts_all[last], -1))
 
     # a coarse bar that touched both levels: finer candles covering that bar settle it
     fine_group = np.full(N, -1, dtype=np.int64)
@@ -590,7 +625,8 @@ def _refine_ambiguous(
             j, stop_hit, tgt_hit, lo, hi = cs.walk(s, e, lg, st, tg)
             ok = j < e  # finer candles that do not touch what the coarse bar did: keep it
             rows, j, lg, st, tg, lo, hi = rows[ok], j[ok], lg[ok], st[ok], tg[ok], lo[ok], hi[ok]
-            ex = cs.exits(j, stop_hit[ok], tgt_hit[ok], np.ones(len(rows), dtype=bool), lg, st, tg)
+            touched = np.ones(len(rows), dtype=bool)
+            ex = _exits(cs.open, cs.spread, j, stop_hit[ok], tgt_hit[ok], touched, lg, st, tg)
             exit_price[rows], exit_reason[rows] = ex["price"], ex["reason"]
             exit_time[rows] = cs.ts[j] + cs.bar_ns
             outcome[rows] = np.where(ex["failed"], "failed", "succeeded")
