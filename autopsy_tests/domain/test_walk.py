@@ -97,3 +97,50 @@ def test_filled_shares_one_object():
     a = filled(5, "pending")
     assert a.dtype == object and a.tolist() == ["pending"] * 5
     assert all(x is a[0] for x in a)
+
+
+# --- one pass over many candle sets ------------------------------------------------------------
+
+
+@st.composite
+def mixed_batches(draw):
+    """Several symbols, each with 1-minute candles and, over a later span, hourly ones; insights
+    of every symbol interleaved in time, some created before or after the candles."""
+    from autopsy_assets.data.insights_gen import generate_insights
+    from autopsy_assets.data.market import generate_market, resample
+
+    seed = draw(st.integers(0, 10_000))
+    symbols = draw(st.sets(st.sampled_from(["EURUSD", "USDJPY", "XAUUSD", "BTCUSD"]),
+                           min_size=2, max_size=4))
+    minute = generate_market(sorted(symbols), weeks=1, seed=seed)
+    later = generate_market(sorted(symbols), start="2018-03-12", weeks=1, seed=seed + 1)
+    hourly = resample(later, "1h")
+    candles = pd.concat([minute, hourly], ignore_index=True)
+    insights = generate_insights(pd.concat([minute, later], ignore_index=True),
+                                 per_symbol_per_day=draw(st.sampled_from([1, 3])), seed=seed,
+                                 include_bad_rows=False)
+    horizons = draw(st.sampled_from([("1H",), ("4H", "24H"), ("1H", "4H", "24H", "7D")]))
+    return candles, insights, horizons
+
+
+@settings(max_examples=12, deadline=None)
+@given(mixed_batches())
+def test_a_mixed_batch_labels_each_symbol_as_it_would_alone(case):
+    from autopsy_assets.api import label_outcomes
+
+    candles, insights, horizons = case
+    together = label_outcomes(insights, candles, horizons=horizons)
+    alone = pd.concat(
+        [
+            label_outcomes(insights[insights["symbol"] == sym], candles[candles["symbol"] == sym],
+                           horizons=horizons)
+            for sym in sorted(insights["symbol"].unique())
+        ],
+        ignore_index=True,
+    )
+    key = ["insight_id", "horizon"]
+    together = together.sort_values(key).reset_index(drop=True)
+    alone = alone.sort_values(key).reset_index(drop=True)
+    assert len(together) == len(insights) * len(horizons)
+    assert set(together["candle_timeframe"]) >= {"1m"}
+    pd.testing.assert_frame_equal(together, alone)
