@@ -46,6 +46,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from autopsy_assets.data.market import HOUR_ACTIVITY, resample
 from autopsy_assets.domain import instruments
+from autopsy_assets.domain.arrays import utc_index
 from autopsy_assets.domain.schemas import INSIGHT_OPTIONAL, INSIGHT_REQUIRED, TIMEFRAMES
 
 INSIGHT_COLUMNS = tuple(INSIGHT_REQUIRED) + tuple(INSIGHT_OPTIONAL)
@@ -80,11 +81,6 @@ _NS_MIN = 60 * 10**9
 _NS_DAY = 1440 * _NS_MIN
 _TF_BY_MIN = {v: k for k, v in TIMEFRAMES.items()}
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S+00:00"
-
-
-def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
-    """int64 ns since the epoch -> a UTC DatetimeIndex in ns (NaT for int64 min)."""
-    return pd.DatetimeIndex(np.asarray(ns).astype("datetime64[ns]")).tz_localize("UTC")
 
 
 def _rng(seed: int, *keys: object) -> np.random.Generator:
@@ -145,7 +141,7 @@ def _atr_lookup(seg: pd.DataFrame, src_min: int, tf: str, created_ns: np.ndarray
     else:
         tmp = pd.DataFrame({
             "symbol": "X", "timeframe": _TF_BY_MIN[src_min],
-            "ts": _utc(seg["ts_ns"].to_numpy()),
+            "ts": utc_index(seg["ts_ns"].to_numpy()),
             "open": seg["open"].to_numpy(), "high": seg["high"].to_numpy(),
             "low": seg["low"].to_numpy(), "close": seg["close"].to_numpy()})
         bars = resample(tmp, tf)
@@ -334,7 +330,7 @@ def generate_insights(candles: pd.DataFrame, per_symbol_per_day: float = 6, seed
 
     out = pd.DataFrame({
         "insight_id": [f"INS-{i:06d}" for i in range(1, n + 1)],
-        "created_at": pd.Series(_utc(created_ns)),
+        "created_at": pd.Series(utc_index(created_ns)),
         "symbol": df["symbol"], "side": df["side"], "entry_price": df["entry_price"],
         "timeframe": df["timeframe"], "stop_loss": df["stop_loss"],
         "take_profit": df["take_profit"], "strategy": df["strategy"], "patterns": df["patterns"],
@@ -344,7 +340,7 @@ def generate_insights(candles: pd.DataFrame, per_symbol_per_day: float = 6, seed
         "user_id": [f"u{u:02d}" for u in user],
         "user_acted": acted,
         "fill_price": np.where(acted, fill, np.nan),
-        "filled_at": pd.Series(_utc(np.where(acted, filled_ns, np.iinfo(np.int64).min))),
+        "filled_at": pd.Series(utc_index(np.where(acted, filled_ns, np.iinfo(np.int64).min))),
     })
     for col in ("insight_id", "symbol", "side", "timeframe", "strategy", "patterns", "status",
                 "user_id"):

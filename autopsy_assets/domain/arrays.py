@@ -12,6 +12,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
+    """int64 ns since the epoch (NaT = int64 min) as a tz-aware UTC DatetimeIndex in ns."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize(
+        "UTC"
+    )
+
+
 def filled(n: int, value) -> np.ndarray:
     """An object array of ``n`` references to one ``value``.
 

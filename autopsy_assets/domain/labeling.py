@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.arrays import distinct, filled
+from autopsy_assets.domain.arrays import distinct, filled, utc_index
 from autopsy_assets.domain.replay import block_hashes
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
@@ -524,7 +524,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
     )[pair_codes]
 
-    nat = lambda a: pd.DatetimeIndex(a.astype("datetime64[ns]")).tz_localize("UTC")  # noqa: E731
     out = _frame(
         {
             "insight_id": rep("insight_id").astype(object),
@@ -537,7 +536,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "status": status,
             "user_id": rep("user_id").astype(object),
             "user_acted": rep("user_acted").astype(bool),
-            "created_at": nat(created),
+            "created_at": utc_index(created),
             "outcome": outcome,
             "replay_outcome": replay_outcome,
             "exit_reason": exit_reason,
@@ -545,7 +544,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "stop_price": stop,
             "target_price": target,
             "exit_price": exit_price,
-            "exit_time": nat(exit_time),
+            "exit_time": utc_index(exit_time),
             "high_price": high_price,
             "low_price": low_price,
             "pnl_pct": pnl_pct,
@@ -558,9 +557,9 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "ambiguous": ambiguous,
             "needs_review": replay_outcome == "needs_review",
             "needs_review_reason": review_reason,
-            "window_start": nat(created),
-            "window_end": nat(win_end),
-            "candles_until": nat(
+            "window_start": utc_index(created),
+            "window_end": utc_index(win_end),
+            "candles_until": utc_index(
                 np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
             ),
             "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),

@@ -54,6 +54,7 @@ import pandas as pd
 from scipy import stats
 
 from . import instruments
+from .arrays import utc_index
 from .schemas import TIMEFRAMES
 
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
@@ -304,14 +305,11 @@ def derive_regimes(candles: pd.DataFrame, window: int = 24, *, vol_window: int |
     labels, conf = classify(er, pct, ratio, trend_threshold=trend_threshold,
                             vol_percentile=vol_percentile, min_vol_ratio=min_vol_ratio)
 
-    def utc(i8: np.ndarray) -> pd.DatetimeIndex:
-        return pd.DatetimeIndex(i8.view("datetime64[ns]")).tz_localize("UTC")
-
     out = pd.DataFrame({
         "symbol": pd.Series(np.asarray(s_uniq, dtype=object)[s_code], dtype=str),
         "timeframe": pd.Series(np.asarray(t_uniq, dtype=object)[t_code], dtype=str),
-        "ts": utc(ts_ns),
-        "ts_end": utc(ends),
+        "ts": utc_index(ts_ns),
+        "ts_end": utc_index(ends),
         "regime": pd.Series(labels, dtype=object),
         "confidence": conf,
         "trend_strength": er,

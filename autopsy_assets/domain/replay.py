@@ -14,6 +14,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from autopsy_assets.domain.arrays import utc_index
+
 BLOCK_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "spread")
 _PRICE_COLUMNS = BLOCK_COLUMNS[1:]
 _NS_PER_DAY = 86_400 * 10**9
@@ -45,9 +47,7 @@ def decode_block(payload: bytes) -> pd.DataFrame:
             f"corrupt candle block: {len(payload)} bytes is not a whole number of rows"
         )
     ts = np.frombuffer(payload, dtype="<i8", count=n, offset=0)
-    data: dict[str, object] = {
-        "ts": pd.DatetimeIndex(ts.astype("datetime64[ns]")).tz_localize("UTC")
-    }
+    data: dict[str, object] = {"ts": utc_index(ts)}
     for i, name in enumerate(_PRICE_COLUMNS, start=1):
         data[name] = np.frombuffer(payload, dtype="<f8", count=n, offset=8 * n * i).copy()
     return pd.DataFrame(data)
@@ -129,7 +129,7 @@ def block_hashes(candles: pd.DataFrame, run_starts: np.ndarray | None = None) ->
         {
             "symbol": sym[starts],
             "timeframe": tf[starts],
-            "day": pd.DatetimeIndex(day_ns[starts].view("datetime64[ns]")).tz_localize("UTC"),
+            "day": utc_index(day_ns[starts]),
             "sha256": hashes,
         }
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.arrays import factorize, filled
+from autopsy_assets.domain.arrays import factorize, filled, utc_index
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
     INSIGHT_OPTIONAL,
@@ -271,7 +271,7 @@ def validate_insights(
     coded = lambda codes, table: obj(table[codes[good]])  # noqa: E731
     columns = {
         "insight_id": obj(ids[good]),
-        "created_at": _utc_index(created_ns[good]),
+        "created_at": utc_index(created_ns[good]),
         "symbol": coded(sym_codes, sym_table),
         "side": coded(side_codes, side_table),
         "entry_price": entry[good],
@@ -296,19 +296,12 @@ def validate_insights(
         columns["user_acted"] = ~np.isnan(columns["fill_price"])
     if "filled_at" in df:
         fa = pd.to_datetime(df["filled_at"], utc=True, errors="coerce", format="ISO8601")
-        columns["filled_at"] = _utc_index(fa.to_numpy(dtype="datetime64[ns]").view("int64")[good])
+        columns["filled_at"] = utc_index(fa.to_numpy(dtype="datetime64[ns]").view("int64")[good])
     else:
-        columns["filled_at"] = _utc_index(np.full(n_good, np.iinfo(np.int64).min))
+        columns["filled_at"] = utc_index(np.full(n_good, np.iinfo(np.int64).min))
     out = pd.DataFrame(columns, copy=False)
     assert set(INSIGHT_OPTIONAL) <= set(out.columns)
     return out, quarantine
-
-
-def _utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
-    """int64 ns (NaT = int64 min) as a tz-aware UTC DatetimeIndex."""
-    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize(
-        "UTC"
-    )
 
 
 def infer_timeframe(ts_ns: np.ndarray) -> str | None:
@@ -472,7 +465,7 @@ def validate_candle_runs(
         {
             "symbol": pd.Series(sym_table[take(sym_codes)], dtype=object, copy=False),
             "timeframe": pd.Series(tf_table[take(tf_codes)], dtype=object, copy=False),
-            "ts": ts.array if as_given else _utc_index(ts_ns[keep]),
+            "ts": ts.array if as_given else utc_index(ts_ns[keep]),
             "open": take(o),
             "high": take(h),
             "low": take(lo),
