@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from autopsy_assets.domain import instruments
+from autopsy_assets.domain import instruments, replay
 from autopsy_assets.domain.arrays import distinct, filled, utc_index
-from autopsy_assets.domain.replay import block_hashes
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 from autopsy_assets.domain.walk import BlockTables, walk_sides
@@ -163,15 +162,12 @@ def label(
     where each (symbol, timeframe) run of ``candles`` starts (validate_candle_runs gives them);
     found by comparing neighbours when None.
     """
-    if candle_runs is None and len(candles):
-        sym_a = candles["symbol"].to_numpy(dtype=object)
-        tf_a = candles["timeframe"].to_numpy(dtype=object)
-        change = np.flatnonzero((sym_a[1:] != sym_a[:-1]) | (tf_a[1:] != tf_a[:-1])) + 1
-        candle_runs = np.concatenate([[0], change])
+    if candle_runs is None:
+        candle_runs = replay.candle_runs(candles)
     # the block hashes (the audits' identity) need only the candles: hashed in a thread while
     # the walk runs (hashlib and the compiled walk both release the GIL)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashes = pool.submit(block_hashes, candles, candle_runs)
+        hashes = pool.submit(replay.block_hashes, candles, candle_runs)
         return _label(
             insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes
         )

@@ -53,11 +53,21 @@ def decode_block(payload: bytes) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def candle_runs(candles: pd.DataFrame) -> np.ndarray:
+    """Where each (symbol, timeframe) run of sorted candles starts, by comparing neighbours
+    (validation.validate_candle_runs returns them without comparing text)."""
+    if candles.empty:
+        return np.empty(0, dtype=np.int64)
+    sym = candles["symbol"].to_numpy(dtype=object)
+    tf = candles["timeframe"].to_numpy(dtype=object)
+    change = np.flatnonzero((sym[1:] != sym[:-1]) | (tf[1:] != tf[:-1])) + 1
+    return np.concatenate([[0], change]).astype(np.int64)
+
+
 def _block_bounds(candles: pd.DataFrame, run_starts: np.ndarray | None = None):
     """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles.
 
-    ``run_starts``: where each (symbol, timeframe) run begins, when the caller knows it
-    (validation does); otherwise found by comparing neighbours.
+    ``run_starts``: where each (symbol, timeframe) run begins (`candle_runs` when None).
     """
     ts_ns = candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
     day_ns = ts_ns - ts_ns % _NS_PER_DAY
@@ -65,10 +75,8 @@ def _block_bounds(candles: pd.DataFrame, run_starts: np.ndarray | None = None):
     tf = candles["timeframe"].to_numpy(dtype=object)
     key_change = np.ones(len(candles), dtype=bool)
     key_change[1:] = day_ns[1:] != day_ns[:-1]
-    if run_starts is None:
-        key_change[1:] |= (sym[1:] != sym[:-1]) | (tf[1:] != tf[:-1])
-    else:
-        key_change[np.asarray(run_starts, dtype=np.int64)] = True
+    run_starts = candle_runs(candles) if run_starts is None else run_starts
+    key_change[np.asarray(run_starts, dtype=np.int64)] = True
     starts = np.flatnonzero(key_change)
     ends = np.append(starts[1:], len(candles))
     return ts_ns, starts, ends, sym, tf, day_ns
