@@ -58,15 +58,24 @@ def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
 class _CandleSet:
     """The clean candles of one (symbol, timeframe), as arrays, with their block tables."""
 
-    def __init__(self, columns: dict[str, np.ndarray], symbol: str, timeframe: str, closure: str):
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray],
+        symbol: str,
+        timeframe: str,
+        closure: str,
+        tables: tuple[BlockTables, BlockTables],
+        offset: int,
+    ):
         """``columns``: this set's slices (views) of ts (int64 ns), open, high, low, close and
-        spread."""
+        spread; ``tables``: the bid and ask block tables of all the candles, in which this set
+        starts at row ``offset``."""
+        self.tables, self.offset = tables, offset
         self.symbol, self.timeframe = symbol, timeframe
         self.bar_ns = TIMEFRAMES[timeframe] * _MIN_NS
         self.ts = columns["ts"]
         self.open, self.high = columns["open"], columns["high"]
         self.low, self.close, self.spread = columns["low"], columns["close"], columns["spread"]
-        self.has_spread = bool(np.any(self.spread != 0))
         self.first_ts = int(self.ts[0])
         self.last_end = int(self.ts[-1]) + self.bar_ns
         self.closures = instruments.closure_intervals(
@@ -82,8 +91,6 @@ class _CandleSet:
             self.ts[at] + self.bar_ns, self.ts[at + 1], self.closures
         )
         self.gap_bar, self.gap_ns = at[~excused] + 1, gap[at[~excused]]
-        self._bid: BlockTables | None = None
-        self._ask: BlockTables | None = None
 
     def first_gap(self, lo: np.ndarray, hi: np.ndarray, longer_than: int) -> np.ndarray:
         """Per row, the first bar in [lo, hi) preceded by unexcused missing time longer than
@@ -91,16 +98,6 @@ class _CandleSet:
         bars = np.append(self.gap_bar[self.gap_ns > longer_than], len(self.ts))
         found = bars[np.searchsorted(bars, np.minimum(lo, len(self.ts)), side="left")]
         return np.where(found < hi, found, len(self.ts))
-
-    def _tables(self, ask: bool) -> BlockTables:
-        """Block tables of the bid, or of the ask (bid + spread), built once per candle set."""
-        if self._bid is None:
-            self._bid = BlockTables(self.low, self.high)
-        if not ask or not self.has_spread:
-            return self._bid
-        if self._ask is None:
-            self._ask = BlockTables(self.low + self.spread, self.high + self.spread)
-        return self._ask
 
     def walk(self, s, e, lg, stop, target) -> tuple[np.ndarray, ...]:
         """Per row, the first bar in [s, e) touching the stop or the target (``e`` where none),
@@ -110,7 +107,9 @@ class _CandleSet:
         A long is stopped by the bid low and reaches its target on the bid high; a short on the
         ask (bid + spread), mirrored. A blank (NaN) level is never touched.
         """
-        return walk_sides(self._tables(ask=False), self._tables(ask=True), s, e, lg, stop, target)
+        o = self.offset
+        j, stop_hit, tgt_hit, lo, hi = walk_sides(*self.tables, s + o, e + o, lg, stop, target)
+        return j - o, stop_hit, tgt_hit, lo, hi
 
 
 def _exits(open_, spread, jj, stop_hit, tgt_hit, touched, lg, stop, target) -> dict:
@@ -258,13 +257,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             whole[col] = candles[col].to_numpy(dtype=float)
         sym_a = candles["symbol"].to_numpy(dtype=object)
         tf_a = candles["timeframe"].to_numpy(dtype=object)
-        bounds = np.append(candle_runs, len(candles))
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            sym, tf = sym_a[a], tf_a[a]
-            inst = instruments.get(sym, instruments_path)
-            by_symbol.setdefault(sym, []).append(len(sets))
-            columns = {col: values[a:b] for col, values in whole.items()}
-            sets.append(_CandleSet(columns, sym, tf, inst.closure))
         # block tables over all sets end to end: a block that straddles two sets never lies
         # inside one row's window, so it is never skipped wrongly
         bid = BlockTables(whole["low"], whole["high"])
@@ -275,6 +267,13 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             else bid
         )
         tables = (bid, ask)
+        bounds = np.append(candle_runs, len(candles))
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            sym, tf = sym_a[a], tf_a[a]
+            inst = instruments.get(sym, instruments_path)
+            by_symbol.setdefault(sym, []).append(len(sets))
+            columns = {col: values[a:b] for col, values in whole.items()}
+            sets.append(_CandleSet(columns, sym, tf, inst.closure, tables, a))
     for sym in by_symbol:
         by_symbol[sym].sort(key=lambda g: sets[g].bar_ns)
 
