@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from autopsy_assets.domain import instruments, replay
+from autopsy_assets.domain import instruments, replay, settle
 from autopsy_assets.domain.arrays import distinct, filled, utc_index
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
@@ -47,10 +47,14 @@ def _fmt_ts(ns: int) -> str:
     return pd.Timestamp(int(ns), tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _describe_hole(kind: str, start_ns: int, end_ns: int) -> str:
+def _describe_review(kind: str, start_ns: int, end_ns: int) -> str:
+    """needs_review_reason for a settle.REVIEWS kind; a hole spans [start_ns, end_ns]."""
+    if kind == "empty":
+        return "empty_window: no complete candle lies inside the window"
+    where = "between created_at" if kind == "lead_hole" else "between"
     minutes = (end_ns - start_ns) / _MIN_NS
     return (
-        f"hole: {minutes:.0f} minutes of candles missing {kind} {_fmt_ts(start_ns)} and "
+        f"hole: {minutes:.0f} minutes of candles missing {where} {_fmt_ts(start_ns)} and "
         f"{_fmt_ts(end_ns)}, outside any market closure"
     )
 
@@ -91,13 +95,6 @@ class _CandleSet:
             self.ts[at] + self.bar_ns, self.ts[at + 1], self.closures
         )
         self.gap_bar, self.gap_ns = at[~excused] + 1, gap[at[~excused]]
-
-    def first_gap(self, lo: np.ndarray, hi: np.ndarray, longer_than: int) -> np.ndarray:
-        """Per row, the first bar in [lo, hi) preceded by unexcused missing time longer than
-        ``longer_than`` ns; ``len(ts)`` (past every bar) where there is none."""
-        bars = np.append(self.gap_bar[self.gap_ns > longer_than], len(self.ts))
-        found = bars[np.searchsorted(bars, np.minimum(lo, len(self.ts)), side="left")]
-        return np.where(found < hi, found, len(self.ts))
 
     def walk(self, s, e, lg, stop, target) -> tuple[np.ndarray, ...]:
         """Per row, the first bar in [s, e) touching the stop or the target (``e`` where none),
@@ -221,7 +218,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "no active labeling rule applies to some insights: add a catch-all rule "
             "(blank strategy, symbol, timeframe and horizon)"
         )
-    rv = lambda col: rules[col].to_numpy(dtype=float)[rule_idx]  # noqa: E731
+    rv = lambda col: rules[col].to_numpy(dtype=float)[rule_idx]
     stop = rep("stop_loss").astype(float)
     stop = np.where(np.isnan(stop), entry - sign * rv("fail_sl_pips") * pip, stop)
     target = rep("take_profit").astype(float)
@@ -232,13 +229,10 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     adverse_limit = rv("fail_adverse_pct")
 
     # outputs
-    f = lambda: np.full(N, np.nan)  # noqa: E731
+    f = lambda: np.full(N, np.nan)
     exit_price, high_price, low_price, gap_pips = f(), f(), f(), f()
-    exit_time = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
-    exit_reason = filled(N, "")
-    outcome = filled(N, "pending")
+    exit_time = np.full(N, settle.NAT, dtype=np.int64)
     review_reason = filled(N, "")
-    ambiguous = np.zeros(N, dtype=bool)
     walked_tf = filled(N, "")
     hash_first_day = created - created % _DAY_NS
     hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
@@ -311,16 +305,19 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
     # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
     # The sets lie end to end in the candle arrays, so a row's window is a range of global bar
-    # indices inside its own set: one vectorised pass over all rows, not one per set.
+    # indices inside its own set; settle.settle does the rest per row, compiled.
     rows = np.flatnonzero(group_id >= 0)
+    outcome_code = np.zeros(N, dtype=np.int8)  # pending
+    reason_code = np.zeros(N, dtype=np.int8)
+    review_code = np.zeros(N, dtype=np.int8)
+    review_from = np.full(N, settle.NAT, dtype=np.int64)
+    review_to = np.full(N, settle.NAT, dtype=np.int64)
+    both = np.zeros(N, dtype=bool)
     if len(rows):
-        ts_all, open_all, close_all, spread_all = (
-            whole["ts"], whole["open"], whole["close"], whole["spread"]
-        )
         g = group_id[rows]
-        # rows by (set, created_at): each set's rows are one chunk, walked front to back. One
-        # int64 key (set in the high bits, created_at in microseconds) sorts 4x faster than
-        # lexsort; the order among equal keys does not matter (rows are independent)
+        # rows by (set, created_at), so each set's candles are read front to back. One int64
+        # key (set in the high bits, created_at in microseconds) sorts 4x faster than lexsort;
+        # the order among equal keys does not matter (rows are independent)
         since = (created[rows] - created[rows].min()) >> 10
         order = (
             np.argsort((g << 50) | since)
@@ -328,117 +325,38 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             else np.lexsort((created[rows], g))
         )
         rows, g = rows[order], g[order]
-        chunk = np.searchsorted(g, np.arange(len(sets) + 1))  # set k: rows chunk[k]:chunk[k + 1]
-        set_start, set_end = bounds[:-1][g], bounds[1:][g]
-        bar = np.array([cs.bar_ns for cs in sets], dtype=np.int64)[g]
+        set_bar = np.array([cs.bar_ns for cs in sets], dtype=np.int64)
         walked_tf[rows] = np.array([cs.timeframe for cs in sets], dtype=object)[g]
-        bar_of_row[rows] = bar
-        c_r, we_r, now_r, du = created[rows], win_end[rows], effective_now[rows], data_until[rows]
-        lg, st, tg, sgn, en = side_long[rows], stop[rows], target[rows], sign[rows], entry[rows]
-
-        # the window: bars opening at or after created_at whose end is inside the horizon and
-        # not after now. No touch: the horizon decides once it has passed, else pending. It has
-        # passed once `now` is beyond it and candles reach it, or the candles stop inside a
-        # market closure that lasts until after it (nothing more can come)
-        s, e = np.empty(len(rows), dtype=np.int64), np.empty(len(rows), dtype=np.int64)
-        last_open = np.minimum(we_r, now_r) - bar
-        nothing_more = du >= we_r
-        for k, cs in enumerate(sets):
-            at = slice(chunk[k], chunk[k + 1])
-            s[at] = np.searchsorted(cs.ts, c_r[at], side="left") + bounds[k]
-            e[at] = np.searchsorted(cs.ts, last_open[at], side="right") + bounds[k]
-            nothing_more[at] |= instruments.inside_closure(du[at], we_r[at], cs.closures)
-        e = np.maximum(e, s)
-        elapsed = (now_r >= we_r) & nothing_more
-
-        # lo_px / hi_px: the bars lived in full, before the exit bar (all of them at the horizon)
-        j, stop_hit, tgt_hit, lo_px, hi_px = walk_sides(
-            *tables, s, e, lg, st, tg
+        bar_of_row[rows] = set_bar[g]
+        # holes are measured in bars of the insight's timeframe (the walked one's when it has
+        # none); each set keeps, per distinct threshold, the bars preceded by a longer gap
+        hole_ns = np.where(ins_bar_ns[rows] == 0, set_bar[g], ins_bar_ns[rows]) * HOLE_BARS
+        thr_code, thr_first = distinct(hole_ns)
+        thresholds = hole_ns[thr_first].tolist()
+        gap_lists = [
+            cs.gap_bar[cs.gap_ns > t] + bounds[k] for k, cs in enumerate(sets) for t in thresholds
+        ]
+        closure_at = np.cumsum([0] + [len(cs.closures) for cs in sets])
+        settle.settle(
+            whole["ts"], whole["open"], whole["close"], whole["spread"],
+            *tables[0].arrays, *tables[1].arrays,
+            bounds[:-1], bounds[1:], set_bar, closure_at,
+            np.concatenate([cs.closures for cs in sets]).reshape(-1, 2),
+            np.cumsum([0] + [len(x) for x in gap_lists]),
+            np.concatenate(gap_lists).astype(np.int64),
+            rows, g, hole_ns, g * len(thresholds) + thr_code,
+            created, win_end, effective_now, data_until, side_long, stop, target, entry,
+            band, adverse_limit, pip,
+            outcome_code, reason_code, review_code, review_from, review_to, exit_price,
+            exit_time, low_price, high_price, gap_pips, both, lived_lo, lived_hi, hash_last_ns,
+        )  # fmt: skip
+    outcome = np.asarray(settle.OUTCOMES, dtype=object)[outcome_code]
+    exit_reason = np.asarray(settle.EXIT_REASONS, dtype=object)[reason_code]
+    ambiguous = both
+    for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
+        review_reason[i] = _describe_review(
+            settle.REVIEWS[review_code[i]], int(review_from[i]), int(review_to[i])
         )
-        touched = j < e
-        jj = np.minimum(j, set_end - 1)
-        ex = _exits(open_all, spread_all, jj, stop_hit, tgt_hit, touched, lg, st, tg)
-        r_exit, reason, both = ex["price"], ex["reason"], ex["both"]
-        gp = ex["gap"] / pip[rows]
-        horizon_exit = ~touched & elapsed & (e > s)
-        last = np.maximum(e - 1, set_start)
-        close_px = close_all[last] + np.where(lg, 0.0, spread_all[last])
-        r_exit = np.where(horizon_exit, close_px, r_exit)
-        reason[horizon_exit] = "horizon"
-        r_exit_time = np.where(
-            touched,
-            ts_all[jj] + bar,
-            np.where(horizon_exit, ts_all[last] + bar, np.iinfo(np.int64).min),
-        )
-        lived_lo[rows], lived_hi[rows] = lo_px, hi_px  # before the exit bar (refinement)
-        lo_px = np.fmin(lo_px, r_exit)
-        hi_px = np.fmax(hi_px, r_exit)
-        lo_px[np.isinf(lo_px)] = np.nan
-        hi_px[np.isinf(hi_px)] = np.nan
-
-        # holes: missing time > HOLE_BARS bars of the insight's timeframe, outside closures,
-        # between created_at and the last bar the outcome depends on
-        thr = ins_bar_ns[rows]
-        thr = np.where(thr == 0, bar, thr) * HOLE_BARS
-        has_first = s < set_end
-        first_ts = ts_all[np.minimum(s, set_end - 1)]
-        lead_gap = np.where(has_first, first_ts - c_r, 0)
-        last_read = np.where(touched, j, e - 1)
-        tail_start = np.where(e > s, ts_all[last] + bar, c_r)
-        lead_ok, tail_ok = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
-        inner_at = set_end.copy()  # the first bar preceded by a hole; set_end: none
-        for k, cs in enumerate(sets):
-            at = slice(chunk[k], chunk[k + 1])
-            lead_end = np.where(has_first[at], first_ts[at], c_r[at])
-            lead_ok[at] = instruments.inside_closure(c_r[at], lead_end, cs.closures)
-            tail_ok[at] = instruments.inside_closure(tail_start[at], we_r[at], cs.closures)
-            for t in np.unique(thr[at]):  # few distinct thresholds (one per timeframe)
-                sel = np.flatnonzero(thr[at] == t) + chunk[k]
-                # gaps before bars s+1 .. last_read
-                found = cs.first_gap(
-                    s[sel] + 1 - bounds[k], last_read[sel] + 1 - bounds[k], int(t)
-                )
-                inner_at[sel] = found + bounds[k]
-        lead_hole = (s < e) & (lead_gap > thr) & ~lead_ok
-        inner_hole = inner_at < set_end
-        tail_hole = horizon_exit & (we_r - tail_start > thr) & ~tail_ok
-        empty = ~touched & elapsed & (e <= s)
-        hole = (lead_hole | inner_hole | tail_hole) & ~empty
-
-        # outcomes
-        out_r = filled(len(rows), "pending")
-        out_r[ex["failed"]] = "failed"
-        out_r[ex["succeeded"]] = "succeeded"
-        adverse = np.where(lg, (en - lo_px) / en * 100, (hi_px - en) / en * 100)
-        adverse = np.maximum(np.nan_to_num(adverse, nan=0.0), 0)
-        neutral = horizon_exit & (np.abs(r_exit - en) <= band[rows])
-        too_adverse = horizon_exit & ~neutral & (adverse > adverse_limit[rows])
-        pnl_sign = sgn * (r_exit - en)
-        out_r[horizon_exit] = np.where(pnl_sign[horizon_exit] > 0, "succeeded", "failed")
-        out_r[too_adverse] = "failed"
-        out_r[neutral] = "neutral"
-        rr = filled(len(rows), "")
-        rr[empty] = "empty_window: no complete candle lies inside the window"
-        for i in np.flatnonzero(hole).tolist():  # only flagged rows are described
-            if lead_hole[i]:
-                rr[i] = _describe_hole("between created_at", int(c_r[i]), int(first_ts[i]))
-            elif inner_hole[i]:
-                b = int(inner_at[i])
-                rr[i] = _describe_hole("between", int(ts_all[b - 1] + bar[i]), int(ts_all[b]))
-            else:
-                rr[i] = _describe_hole("between", int(tail_start[i]), int(we_r[i]))
-        review = empty | hole
-        out_r[review] = "needs_review"
-        r_exit[review] = np.nan
-        reason[review] = ""
-        r_exit_time = np.where(review, np.iinfo(np.int64).min, r_exit_time)
-        gp[review] = np.nan
-
-        outcome[rows], review_reason[rows] = out_r, rr
-        exit_price[rows], exit_time[rows], exit_reason[rows] = r_exit, r_exit_time, reason
-        low_price[rows], high_price[rows], gap_pips[rows] = lo_px, hi_px, gp
-        ambiguous[rows] = both & ~review
-        hash_last_ns[rows] = np.where(touched, ts_all[jj], np.where(e > s, ts_all[last], -1))
 
     # a coarse bar that touched both levels: finer candles covering that bar settle it
     fine_group = np.full(N, -1, dtype=np.int64)

@@ -144,3 +144,22 @@ def test_a_mixed_batch_labels_each_symbol_as_it_would_alone(case):
     assert len(together) == len(insights) * len(horizons)
     assert set(together["candle_timeframe"]) >= {"1m"}
     pd.testing.assert_frame_equal(together, alone)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), max_size=40),
+    st.data(),
+)
+def test_gallop_search_equals_searchsorted_from_any_hint(values, data):
+    from autopsy_assets.domain.settle import _bisect, _gallop
+
+    a = np.sort(np.asarray(values, dtype=np.int64))
+    lo = data.draw(st.integers(0, len(a)))
+    hi = data.draw(st.integers(lo, len(a)))
+    v = data.draw(st.integers(-2, 32))
+    hint = data.draw(st.integers(-3, len(a) + 3))
+    for right in (False, True):
+        want = lo + np.searchsorted(a[lo:hi], v, side="right" if right else "left")
+        assert _bisect(a, lo, hi, v, right) == want
+        assert _gallop(a, lo, hi, hint, v, right) == want, (a, lo, hi, hint, v, right)

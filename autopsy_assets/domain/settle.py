@@ -1,0 +1,190 @@
+"""Settling each insight x horizon row on its candle set, compiled: window, first touch, exit,
+holes and outcome in one pass per row.
+
+Why compiled: written with numpy, each of these steps is a whole-array operation over every row
+(about a hundred of them, each 0.3-2 ms on 50,000 rows), and together they cost most of a
+labeling call. Fused into one loop per row they cost a few milliseconds. The rules are those of
+DESIGN.md section 2 and labeling.py's docstring; labeling.py prepares the arrays and turns the
+codes below back into text.
+
+Codes (index into the tables that labeling.py keeps beside them):
+- outcome: OUTCOMES[code] (pending, succeeded, failed, neutral, needs_review);
+- exit_reason: EXIT_REASONS[code] ('' where not resolved);
+- review: REVIEWS[code] (none, an empty window, or a hole before the first bar, between two
+  bars or after the last one); for holes, review_from / review_to are the missing time's ends.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from autopsy_assets.domain.walk import _first_touch
+
+OUTCOMES = ("pending", "succeeded", "failed", "neutral", "needs_review")
+PENDING, SUCCEEDED, FAILED, NEUTRAL, NEEDS_REVIEW = range(len(OUTCOMES))
+EXIT_REASONS = ("", "stop", "target", "horizon", "gap_stop", "gap_target")
+NO_EXIT, AT_STOP, AT_TARGET, AT_HORIZON, GAP_STOP, GAP_TARGET = range(len(EXIT_REASONS))
+REVIEWS = ("", "empty", "lead_hole", "inner_hole", "tail_hole")
+NO_REVIEW, EMPTY, LEAD_HOLE, INNER_HOLE, TAIL_HOLE = range(len(REVIEWS))
+NAT = np.iinfo(np.int64).min
+
+
+@numba.njit(cache=True, nogil=True)
+def _bisect(a, lo, hi, v, right):  # pragma: no cover - compiled
+    """The first index in [lo, hi) of sorted ``a`` whose value is > v (right) or >= v (left):
+    np.searchsorted on a[lo:hi], offset by lo."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v or (right and a[mid] == v):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _gallop(a, lo, hi, hint, v, right):  # pragma: no cover - compiled
+    """_bisect, searching outwards from ``hint`` (the answer for a nearby v): rows come
+    sorted by time, so the answer is usually a few bars away and a plain bisection's cache
+    misses and mispredicted branches would cost more than the walk."""
+    hint = min(max(hint, lo), hi)
+    step = 1
+    if hint > lo and (a[hint - 1] > v or (not right and a[hint - 1] == v)):  # before hint
+        top, bot = hint - 1, hint - 2
+        while bot > lo and (a[bot] > v or (not right and a[bot] == v)):
+            top = bot
+            bot -= step
+            step <<= 1
+        return _bisect(a, max(bot, lo), top, v, right)
+    bot, top = hint, hint + 1
+    while top < hi and (a[top - 1] < v or (right and a[top - 1] == v)):
+        bot = top
+        top += step
+        step <<= 1
+    return _bisect(a, bot, min(top, hi), v, right)
+
+
+@numba.njit(cache=True, nogil=True)
+def _inside_closure(start, end, intervals):  # pragma: no cover - compiled
+    """Whether [start, end] lies wholly inside one closure interval (instruments.inside_closure
+    for one gap)."""
+    if len(intervals) == 0:
+        return False
+    k = _bisect(intervals[:, 0], 0, len(intervals), start, True) - 1
+    return k >= 0 and start >= intervals[k, 0] and end <= intervals[k, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def settle(
+    ts, open_, close, spread,
+    b_low, b_high, b_min, b_max, a_low, a_high, a_min, a_max,
+    set_start, set_end, set_bar, closure_at, closures, gap_at, gap_bars,
+    rows, set_of, hole_ns, gap_list, created, win_end, now, data_until, is_long, stop, target,
+    entry, band, adverse_limit, pip,
+    outcome, exit_reason, review, review_from, review_to, exit_price, exit_time, low_price,
+    high_price, gap_pips, both, lived_lo, lived_hi, last_bar,
+):  # pragma: no cover - compiled (tested against a per-candle reference through labeling)
+    """Settle rows ``rows`` (indices into every per-row array) in that order.
+
+    Candles: ts (int64 ns), open, close, spread over all candle sets end to end, and the bid and
+    ask block tables (walk.BlockTables.arrays). Set k: bars [set_start[k], set_end[k]) of
+    length set_bar[k] ns, closure intervals closures[closure_at[k]:closure_at[k + 1]].
+    Row i (in the order of ``rows``) lies in set set_of[i]; missing time longer than hole_ns[i]
+    outside closures is a hole, and gap_bars[gap_at[m]:gap_at[m + 1]] with m = gap_list[i] are
+    the bars of its set (global indices, sorted) preceded by such missing time.
+    """
+    s, e = 0, 0  # the previous row's window: the hint for this row's
+    for i in range(len(rows)):
+        r = rows[i]
+        k = set_of[i]
+        a0, a1, bar = set_start[k], set_end[k], set_bar[k]
+        iv = closures[closure_at[k]:closure_at[k + 1]]
+        c, we, nw, du = created[r], win_end[r], now[r], data_until[r]
+        lg = is_long[r]
+        st, tg, en = stop[r], target[r], entry[r]
+        sg = 1.0 if lg else -1.0
+
+        # the window: bars opening at or after created_at whose end is inside the horizon and
+        # not after now. It has elapsed once now is beyond it and candles reach it, or the
+        # candles stop inside a market closure that lasts until after it (nothing more can come)
+        s = _gallop(ts, a0, a1, s, c, False)
+        e = _gallop(ts, a0, a1, e, min(we, nw) - bar, True)
+        e = max(e, s)
+        elapsed = nw >= we and (du >= we or _inside_closure(du, we, iv))
+
+        # first touch: longs on the bid (stop below), shorts on the ask (target below)
+        if lg:
+            j, st_hit, tg_hit, lo, hi = _first_touch(b_low, b_high, b_min, b_max, s, e, st, tg)
+        else:
+            j, tg_hit, st_hit, lo, hi = _first_touch(a_low, a_high, a_min, a_max, s, e, tg, st)
+        lived_lo[r], lived_hi[r] = lo, hi
+        touched = j < e
+        jj = min(j, a1 - 1)
+        last = max(e - 1, a0)
+
+        # the exit: a bar opening beyond a level exits at its open (the gap), else at the level;
+        # both levels inside one bar is the stop, flagged; untouched, the horizon's last close
+        price, reason, gap, out, two = np.nan, NO_EXIT, np.nan, PENDING, False
+        t_exit = NAT
+        horizon_exit = not touched and elapsed and e > s
+        if touched:
+            op = open_[jj] + (0.0 if lg else spread[jj])  # the closing side, at the open
+            if st_hit and sg * (op - st) <= 0:
+                price, reason, gap, out = op, GAP_STOP, abs(op - st), FAILED
+            elif tg_hit and sg * (op - tg) >= 0:
+                price, reason, gap, out = op, GAP_TARGET, abs(op - tg), SUCCEEDED
+            elif st_hit:
+                price, reason, out, two = st, AT_STOP, FAILED, tg_hit
+            else:
+                price, reason, out = tg, AT_TARGET, SUCCEEDED
+            t_exit = ts[jj] + bar
+        elif horizon_exit:
+            price = close[last] + (0.0 if lg else spread[last])
+            reason, t_exit = AT_HORIZON, ts[last] + bar
+        if not np.isnan(price):  # the extremes lived include the exit
+            lo, hi = min(lo, price), max(hi, price)
+        lo = np.nan if np.isinf(lo) else lo
+        hi = np.nan if np.isinf(hi) else hi
+
+        if horizon_exit:  # judged by the neutral band, the adverse limit, the sign of the P&L
+            adverse = ((en - lo) if lg else (hi - en)) / en * 100
+            adverse = 0.0 if np.isnan(adverse) else max(adverse, 0.0)
+            if abs(price - en) <= band[r]:
+                out = NEUTRAL
+            elif adverse > adverse_limit[r]:
+                out = FAILED
+            else:
+                out = SUCCEEDED if sg * (price - en) > 0 else FAILED
+
+        # holes: missing time longer than the row's threshold, outside closures, between
+        # created_at and the last bar the outcome depends on
+        thr = hole_ns[i]
+        why, h_from, h_to = NO_REVIEW, NAT, NAT
+        if not touched and elapsed and e <= s:
+            why = EMPTY
+        else:
+            has_first = s < a1
+            first_ts = ts[min(s, a1 - 1)]
+            lead_end = first_ts if has_first else c
+            tail_start = ts[last] + bar if e > s else c
+            last_read = j if touched else e - 1
+            gaps = gap_bars[gap_at[gap_list[i]]:gap_at[gap_list[i] + 1]]
+            inner = _bisect(gaps, 0, len(gaps), s + 1, False)
+            if s < e and has_first and first_ts - c > thr and not _inside_closure(c, lead_end, iv):
+                why, h_from, h_to = LEAD_HOLE, c, first_ts
+            elif inner < len(gaps) and gaps[inner] < last_read + 1:
+                b = gaps[inner]
+                why, h_from, h_to = INNER_HOLE, ts[b - 1] + bar, ts[b]
+            elif horizon_exit and we - tail_start > thr and not _inside_closure(
+                tail_start, we, iv
+            ):
+                why, h_from, h_to = TAIL_HOLE, tail_start, we
+
+        last_bar[r] = ts[jj] if touched else (ts[last] if e > s else -1)
+        if why != NO_REVIEW:
+            out, price, reason, t_exit, gap, two = NEEDS_REVIEW, np.nan, NO_EXIT, NAT, np.nan, False
+        outcome[r], exit_reason[r], review[r] = out, reason, why
+        review_from[r], review_to[r] = h_from, h_to
+        exit_price[r], exit_time[r], low_price[r], high_price[r] = price, t_exit, lo, hi
+        gap_pips[r], both[r] = gap / pip[r], two
