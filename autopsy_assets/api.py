@@ -21,6 +21,7 @@ from autopsy_assets.domain.validation import (
     validate_candle_runs,
     validate_candles,
     validate_insights,
+    validate_insights_coded,
 )
 
 __all__ = [
@@ -77,7 +78,7 @@ def label_outcomes(
         if now.tzinfo is None:
             raise InputError("now is timezone-naive; give a UTC timestamp")
     rule_frame = rules_mod.load_rules_yaml() if rules is None else rules_mod.normalise_rules(rules)
-    clean_insights, q_ins = validate_insights(insights, instruments_path)
+    clean_insights, q_ins, codes = validate_insights_coded(insights, instruments_path)
     clean_candles, q_can, notes, candle_runs = validate_candle_runs(candles, instruments_path)
     quarantine = Quarantine(q_ins) + q_can
     if clean_insights.empty and len(insights):
@@ -94,7 +95,8 @@ def label_outcomes(
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
     else:
         result = labeling.label(
-            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path, candle_runs
+            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path,
+            candle_runs, codes,
         )
     result.attrs["quarantine"] = quarantine
     result.attrs["notes"] = tuple(notes)

@@ -20,6 +20,7 @@ that touch neither level. No Python loop per insight or per candle.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -149,6 +150,7 @@ def label(
     now: pd.Timestamp | None = None,
     instruments_path: str | None = None,
     candle_runs: np.ndarray | None = None,
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Label clean insights (validation.validate_insights) on clean candles (validate_candles).
 
@@ -156,20 +158,32 @@ def label(
     normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
     after it are ignored); None means the latest candle end of each symbol. ``candle_runs``:
     where each (symbol, timeframe) run of ``candles`` starts (validate_candle_runs gives them);
-    found by comparing neighbours when None.
+    found by comparing neighbours when None. ``codes``: the text codes that
+    validation.validate_insights_coded found (factorized here when None).
     """
     if candle_runs is None:
         candle_runs = replay.candle_runs(candles)
     # the block hashes (the audits' identity) need only the candles: hashed in a thread while
     # the walk runs (hashlib and the compiled walk both release the GIL)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashes = pool.submit(replay.block_hashes, candles, candle_runs)
-        return _label(
-            insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes
-        )
+    hashes = _threads().submit(replay.block_hashes, candles, candle_runs)
+    return _label(
+        insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes, codes or {}
+    )
 
 
-def _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes):
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    """Two worker threads for the GIL-free parts of a labeling call (block hashing, half of
+    the compiled settling), made once per process (a forked child cannot use its parent's)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="autopsy-labeling"))
+    return _pool[1]
+
+
+def _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes, codes):
     horizons = [str(h).upper() for h in horizons]
     unknown = [h for h in horizons if h not in HORIZONS]
     if unknown:
@@ -184,12 +198,20 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     def coded(col):
         """(code per row, distinct values) of a text column: text is compared and looked up
         once per distinct value, never per row."""
-        codes, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
-        return (codes if n_h == 1 else np.repeat(codes, n_h)), np.asarray(uniques, dtype=object)
+        if col in codes:
+            by_row, uniques = codes[col]
+        else:
+            by_row, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
+        return (by_row if n_h == 1 else np.repeat(by_row, n_h)), np.asarray(uniques, dtype=object)
+
+    def text(col):  # a coded column's values, one per row (shared string objects)
+        by_row, uniques = coded(col)
+        return uniques[by_row]
 
     sym_codes, sym_uniq = coded("symbol")
     symbol = sym_uniq[sym_codes]
-    side_long = rep("side") == "long"
+    side_codes, side_uniq = coded("side")
+    side_long = (side_uniq == "long")[side_codes]
     sign = np.where(side_long, 1.0, -1.0)
     horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
     horizon = horizon_coded[1][horizon_coded[0]]
@@ -337,19 +359,31 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             cs.gap_bar[cs.gap_ns > t] + bounds[k] for k, cs in enumerate(sets) for t in thresholds
         ]
         closure_at = np.cumsum([0] + [len(cs.closures) for cs in sets])
-        settle.settle(
+        candle_args = (
             whole["ts"], whole["open"], whole["close"], whole["spread"],
             *tables[0].arrays, *tables[1].arrays,
             bounds[:-1], bounds[1:], set_bar, closure_at,
             np.concatenate([cs.closures for cs in sets]).reshape(-1, 2),
             np.cumsum([0] + [len(x) for x in gap_lists]),
             np.concatenate(gap_lists).astype(np.int64),
-            rows, g, hole_ns, g * len(thresholds) + thr_code,
+        )
+        row_args = (
             created, win_end, effective_now, data_until, side_long, stop, target, entry,
             band, adverse_limit, pip,
             outcome_code, reason_code, review_code, review_from, review_to, exit_price,
             exit_time, low_price, high_price, gap_pips, both, lived_lo, lived_hi, hash_last_ns,
-        )  # fmt: skip
+        )
+        gap_list = g * len(thresholds) + thr_code
+        # rows are independent and the kernel releases the GIL: two halves on two threads
+        # write disjoint rows of the same outputs
+        half = len(rows) // 2 if len(rows) >= 4096 else 0
+        other = _threads().submit(
+            settle.settle, *candle_args,
+            rows[half:], g[half:], hole_ns[half:], gap_list[half:], *row_args,
+        )
+        settle.settle(*candle_args, rows[:half], g[:half], hole_ns[:half], gap_list[:half],
+                      *row_args)
+        other.result()
     outcome = np.asarray(settle.OUTCOMES, dtype=object)[outcome_code]
     exit_reason = np.asarray(settle.EXIT_REASONS, dtype=object)[reason_code]
     ambiguous = both
@@ -405,7 +439,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     fill = rep("fill_price").astype(float)
     slippage = sign * (fill - entry) / pip
 
-    status = rep("status").astype(object)
+    status = text("status")
     replay_outcome = outcome.copy()
     filtered = status == "filtered"
     outcome = np.where(filtered, "filtered_out", outcome)
@@ -442,12 +476,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "insight_id": rep("insight_id").astype(object),
             "horizon": horizon,
             "symbol": symbol,
-            "side": rep("side").astype(object),
-            "strategy": rep("strategy").astype(object),
+            "side": text("side"),
+            "strategy": text("strategy"),
             "timeframe": np.where(ins_tf == "", walked_tf, ins_tf),
             "candle_timeframe": walked_tf,
             "status": status,
-            "user_id": rep("user_id").astype(object),
+            "user_id": text("user_id"),
             "user_acted": rep("user_acted").astype(bool),
             "created_at": utc_index(created),
             "outcome": outcome,

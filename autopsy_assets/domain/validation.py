@@ -169,6 +169,13 @@ def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
     return parsed.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
 
 
+_CLEAN_INSIGHT_ORDER = (
+    "insight_id", "created_at", "symbol", "side", "entry_price", "stop_loss", "take_profit",
+    "timeframe", "status", "fill_price", "ai_score", "confidence", "truth_index", "strategy",
+    "user_id", "patterns", "user_acted", "filled_at",
+)
+
+
 def validate_insights(
     insights: pd.DataFrame, instruments_path: str | None = None
 ) -> tuple[pd.DataFrame, Quarantine]:
@@ -178,6 +185,16 @@ def validate_insights(
     floats for prices, timeframe lower ('' = none), status, strategy, user_id, user_acted bool,
     and every optional column with its default (schemas.INSIGHT_OPTIONAL).
     """
+    clean, quarantine, _ = validate_insights_coded(insights, instruments_path)
+    return clean, quarantine
+
+
+def validate_insights_coded(
+    insights: pd.DataFrame, instruments_path: str | None = None
+) -> tuple[pd.DataFrame, Quarantine, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """`validate_insights`, plus the codes it found for the text columns of few values
+    (CODED_COLUMNS): ``codes[col] = (code per clean row, distinct values)``, so the labeling
+    engine does not hash the same text again."""
     require_columns(insights, INSIGHT_REQUIRED, "insights")
     df = insights.reset_index(drop=True)
     n = len(df)
@@ -268,22 +285,26 @@ def validate_insights(
     n_good = len(good)
     # object columns of shared strings (no per-row arrow string copies); one block per column
     obj = lambda a: pd.Series(a, dtype=object, copy=False)  # noqa: E731
-    coded = lambda codes, table: obj(table[codes[good]])  # noqa: E731
     columns = {
         "insight_id": obj(ids[good]),
         "created_at": utc_index(created_ns[good]),
-        "symbol": coded(sym_codes, sym_table),
-        "side": coded(side_codes, side_table),
         "entry_price": entry[good],
         "stop_loss": sl[good],
         "take_profit": tp[good],
-        "timeframe": coded(tf_codes, tf_table),
-        "status": coded(st_codes, st_table),
     }
     for col in ("fill_price", "ai_score", "confidence", "truth_index"):
         columns[col] = levels[col][good]
+    codes = {
+        "symbol": _compact_codes(sym_codes[good], sym_table),
+        "side": _compact_codes(side_codes[good], side_table),
+        "timeframe": _compact_codes(tf_codes[good], tf_table),
+        "status": _compact_codes(st_codes[good], st_table),
+    }
     for col in ("strategy", "user_id"):
-        columns[col] = coded(*_factor_text(df[col])) if col in df else obj(filled(n_good, ""))
+        c, table = _factor_text(df[col]) if col in df else (np.zeros(n, np.int64), np.array([""]))
+        codes[col] = _compact_codes(c[good], table.astype(object))
+    for col, (c, table) in codes.items():
+        columns[col] = obj(table[c])
     columns["patterns"] = obj(
         df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else filled(n_good, "")
     )
@@ -299,9 +320,20 @@ def validate_insights(
         columns["filled_at"] = utc_index(fa.to_numpy(dtype="datetime64[ns]").view("int64")[good])
     else:
         columns["filled_at"] = utc_index(np.full(n_good, np.iinfo(np.int64).min))
-    out = pd.DataFrame(columns, copy=False)
+    out = pd.DataFrame({col: columns[col] for col in _CLEAN_INSIGHT_ORDER}, copy=False)
     assert set(INSIGHT_OPTIONAL) <= set(out.columns)
-    return out, quarantine
+    return out, quarantine, codes
+
+
+def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, distinct values) keeping each value once and only the values some row uses: the
+    normalised table may hold a value twice ('eurusd' and 'EURUSD') and values of rejected
+    rows."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(table)))
+    used_codes, uniques = pd.factorize(table[used])
+    remap = np.zeros(len(table), dtype=np.int64)
+    remap[used] = used_codes
+    return remap[codes], np.asarray(uniques, dtype=object)
 
 
 def infer_timeframe(ts_ns: np.ndarray) -> str | None:
