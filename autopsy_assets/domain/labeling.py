@@ -271,8 +271,10 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
         for col in ("open", "high", "low", "close", "spread"):
             whole[col] = candles[col].to_numpy(dtype=float)
-        sym_a = candles["symbol"].to_numpy(dtype=object)
-        tf_a = candles["timeframe"].to_numpy(dtype=object)
+        bounds = np.append(candle_runs, len(candles))
+        # the symbol and timeframe of each run (read at its first row; they may be categorical)
+        run_sym = candles["symbol"].take(candle_runs).to_numpy(dtype=object)
+        run_tf = candles["timeframe"].take(candle_runs).to_numpy(dtype=object)
         # block tables over all sets end to end: a block that straddles two sets never lies
         # inside one row's window, so it is never skipped wrongly
         bid = BlockTables(whole["low"], whole["high"])
@@ -283,9 +285,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             else bid
         )
         tables = (bid, ask)
-        bounds = np.append(candle_runs, len(candles))
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            sym, tf = sym_a[a], tf_a[a]
+        for a, b, sym, tf in zip(bounds[:-1].tolist(), bounds[1:].tolist(), run_sym, run_tf):
             inst = instruments.get(sym, instruments_path)
             by_symbol.setdefault(sym, []).append(len(sets))
             columns = {col: values[a:b] for col, values in whole.items()}

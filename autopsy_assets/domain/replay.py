@@ -65,20 +65,22 @@ def candle_runs(candles: pd.DataFrame) -> np.ndarray:
 
 
 def _block_bounds(candles: pd.DataFrame, run_starts: np.ndarray | None = None):
-    """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles.
+    """(ts_ns, starts, ends, symbols, timeframes, day_ns) of the day blocks of sorted candles:
+    where each block starts and ends, and its symbol and timeframe.
 
     ``run_starts``: where each (symbol, timeframe) run begins (`candle_runs` when None).
     """
     ts_ns = candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")
     day_ns = ts_ns - ts_ns % _NS_PER_DAY
-    sym = candles["symbol"].to_numpy(dtype=object)
-    tf = candles["timeframe"].to_numpy(dtype=object)
     key_change = np.ones(len(candles), dtype=bool)
     key_change[1:] = day_ns[1:] != day_ns[:-1]
     run_starts = candle_runs(candles) if run_starts is None else run_starts
     key_change[np.asarray(run_starts, dtype=np.int64)] = True
     starts = np.flatnonzero(key_change)
     ends = np.append(starts[1:], len(candles))
+    # read at each block's first row only (a full object copy of 265,000 rows costs ~3 ms)
+    sym = candles["symbol"].take(starts).to_numpy(dtype=object)
+    tf = candles["timeframe"].take(starts).to_numpy(dtype=object)
     return ts_ns, starts, ends, sym, tf, day_ns
 
 
@@ -103,12 +105,12 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
     ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles)
     cols = _columns(candles, len(candles))
     rows = []
-    for a, b in zip(starts, ends):  # one iteration per block (a day), not per candle
+    for k, (a, b) in enumerate(zip(starts, ends)):  # one iteration per block (a day)
         payload = encode_block(ts_ns[a:b], dict(zip(_PRICE_COLUMNS, (c[a:b] for c in cols))))
         rows.append(
             (
-                sym[a],
-                tf[a],
+                sym[k],
+                tf[k],
                 pd.Timestamp(int(day_ns[a]), tz="UTC"),
                 int(b - a),
                 sha256_hex(payload),
@@ -135,8 +137,8 @@ def block_hashes(candles: pd.DataFrame, run_starts: np.ndarray | None = None) ->
         hashes.append(h.hexdigest())
     return pd.DataFrame(
         {
-            "symbol": sym[starts],
-            "timeframe": tf[starts],
+            "symbol": sym,
+            "timeframe": tf,
             "day": utc_index(day_ns[starts]),
             "sha256": hashes,
         }
