@@ -212,7 +212,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     symbol = sym_uniq[sym_codes]
     side_codes, side_uniq = coded("side")
     side_long = (side_uniq == "long")[side_codes]
-    sign = np.where(side_long, 1.0, -1.0)
     horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
     horizon = horizon_coded[1][horizon_coded[0]]
     created = np.repeat(insights["created_at"].to_numpy(dtype="datetime64[ns]").view("int64"), n_h)
@@ -240,15 +239,15 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "no active labeling rule applies to some insights: add a catch-all rule "
             "(blank strategy, symbol, timeframe and horizon)"
         )
-    rv = lambda col: rules[col].to_numpy(dtype=float)[rule_idx]
-    stop = rep("stop_loss").astype(float)
-    stop = np.where(np.isnan(stop), entry - sign * rv("fail_sl_pips") * pip, stop)
-    target = rep("take_profit").astype(float)
-    tp_pips = entry + sign * rv("success_tp_pips") * pip
-    tp_rr = entry + sign * rv("success_rr_ratio") * np.abs(entry - stop)
-    target = np.where(np.isnan(target), np.where(np.isnan(tp_pips), tp_rr, tp_pips), target)
-    band = np.nan_to_num(rv("neutral_band_pips"), nan=0.0) * pip
-    adverse_limit = rv("fail_adverse_pct")
+    stop, target, band, adverse_limit = (np.empty(N) for _ in range(4))
+    settle.levels(
+        side_long, entry, rep("stop_loss").astype(float), rep("take_profit").astype(float), pip,
+        rule_idx, *(rules[c].to_numpy(dtype=float) for c in (
+            "fail_sl_pips", "success_tp_pips", "success_rr_ratio", "neutral_band_pips",
+            "fail_adverse_pct",
+        )),
+        stop, target, band, adverse_limit,
+    )  # fmt: skip
 
     # outputs
     f = lambda: np.full(N, np.nan)
@@ -427,17 +426,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         )
 
     # metrics
-    resolved = ~np.isnan(exit_price)
-    pnl_pct = sign * (exit_price - entry) / entry * 100
-    max_dd = np.where(side_long, (entry - low_price), (high_price - entry)) / entry * 100
-    max_fav = np.where(side_long, (high_price - entry), (entry - low_price)) / entry * 100
-    max_dd, max_fav = np.maximum(max_dd, 0), np.maximum(max_fav, 0)
-    duration = np.where(resolved, (exit_time - created) / _MIN_NS, np.nan)
-    risk = np.abs(entry - stop)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rr_actual = np.where(risk > 0, sign * (exit_price - entry) / risk, np.nan)
-    fill = rep("fill_price").astype(float)
-    slippage = sign * (fill - entry) / pip
+    pnl_pct, max_dd, max_fav, duration, rr_actual, slippage = (np.empty(N) for _ in range(6))
+    settle.metrics(
+        side_long, entry, stop, rep("fill_price").astype(float), pip, created, exit_price,
+        exit_time, low_price, high_price,
+        pnl_pct, max_dd, max_fav, duration, rr_actual, slippage,
+    )  # fmt: skip
 
     status = text("status")
     replay_outcome = outcome.copy()
@@ -613,20 +607,20 @@ def _block_identity(
     Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
     """
     N = len(group_id)
-    blocks_col = filled(N, "")
-    hash_col = filled(N, _sha(""))
     use = (group_id >= 0) & (last_ns >= 0)
     if not use.any():
-        return blocks_col, hash_col, np.full(N, -1, dtype=np.int64)
+        return filled(N, ""), filled(N, _sha("")), np.full(N, -1, dtype=np.int64)
+    everyone = bool(use.all())
+    if everyone:  # the common case: views, no masked copies
+        use = slice(None)
     day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
     sha = blocks["sha256"].to_numpy(dtype=object)
     key_sym, key_tf = (
         blocks["symbol"].to_numpy(dtype=object),
         blocks["timeframe"].to_numpy(dtype=object),
     )
-    last_day = last_ns - last_ns % _DAY_NS
     # one int64 key per (set, first day, last day): days since 1970 fit in 20 bits each
-    key = (group_id[use] << 40) | ((first_day[use] // _DAY_NS) << 20) | (last_day[use] // _DAY_NS)
+    key = (group_id[use] << 40) | ((first_day[use] // _DAY_NS) << 20) | (last_ns[use] // _DAY_NS)
     codes, first = distinct(key)
     uniq = key[first]
     g_of, a_of, b_of = uniq >> 40, ((uniq >> 20) & 0xFFFFF) * _DAY_NS, (uniq & 0xFFFFF) * _DAY_NS
@@ -640,8 +634,10 @@ def _block_identity(
         hi = np.searchsorted(days, b_of[sel], side="right").tolist()
         joined[sel] = [",".join(shas[i:j]) for i, j in zip(lo, hi)]
     hashed = np.asarray([_sha(text) for text in joined], dtype=object)
-    blocks_col[use] = joined[codes]
-    hash_col[use] = hashed[codes]
+    if everyone:
+        return joined[codes], hashed[codes], codes.astype(np.int64, copy=False)
+    blocks_col, hash_col = filled(N, ""), filled(N, _sha(""))
+    blocks_col[use], hash_col[use] = joined[codes], hashed[codes]
     ident = np.full(N, -1, dtype=np.int64)
     ident[use] = codes
     return blocks_col, hash_col, ident

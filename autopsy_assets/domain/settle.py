@@ -188,3 +188,52 @@ def settle(
         review_from[r], review_to[r] = h_from, h_to
         exit_price[r], exit_time[r], low_price[r], high_price[r] = price, t_exit, lo, hi
         gap_pips[r], both[r] = gap / pip[r], two
+
+
+@numba.njit(cache=True, nogil=True)
+def levels(
+    is_long, entry, stop_given, target_given, pip, rule,
+    fail_sl_pips, success_tp_pips, success_rr_ratio, neutral_band_pips, fail_adverse_pct,
+    stop, target, band, adverse_limit,
+):  # pragma: no cover - compiled (tested through labeling)
+    """Per row, the levels its winning rule (index ``rule`` into the rule columns) gives: the
+    stop (the insight's, else entry -/+ fail_sl_pips), the target (the insight's, else
+    success_tp_pips, else success_rr_ratio x risk; NaN where still blank), the neutral band in
+    price units and the adverse limit in percent."""
+    for i in range(len(entry)):
+        k = rule[i]
+        sg = 1.0 if is_long[i] else -1.0
+        st = stop_given[i]
+        if np.isnan(st):
+            st = entry[i] - sg * fail_sl_pips[k] * pip[i]
+        tg = target_given[i]
+        if np.isnan(tg):
+            tg = entry[i] + sg * success_tp_pips[k] * pip[i]
+            if np.isnan(tg):
+                tg = entry[i] + sg * success_rr_ratio[k] * abs(entry[i] - st)
+        stop[i], target[i] = st, tg
+        b = neutral_band_pips[k]
+        band[i] = (0.0 if np.isnan(b) else b) * pip[i]
+        adverse_limit[i] = fail_adverse_pct[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def metrics(
+    is_long, entry, stop, fill, pip, created, exit_price, exit_time, low_price, high_price,
+    pnl_pct, max_drawdown, max_favorable, duration_minutes, risk_reward, slippage_pips,
+):  # pragma: no cover - compiled (tested through labeling)
+    """Per row: P&L, drawdown and favourable excursion in percent of entry (>= 0), minutes to
+    the exit, the risk multiple reached and the fill's slippage in pips (NaN where unknown)."""
+    for i in range(len(entry)):
+        sg = 1.0 if is_long[i] else -1.0
+        en, x = entry[i], exit_price[i]
+        pnl_pct[i] = sg * (x - en) / en * 100
+        adverse = (en - low_price[i]) if is_long[i] else (high_price[i] - en)
+        favour = (high_price[i] - en) if is_long[i] else (en - low_price[i])
+        dd, fav = adverse / en * 100, favour / en * 100
+        max_drawdown[i] = dd if np.isnan(dd) else max(dd, 0.0)
+        max_favorable[i] = fav if np.isnan(fav) else max(fav, 0.0)
+        duration_minutes[i] = np.nan if np.isnan(x) else (exit_time[i] - created[i]) / 60e9
+        risk = abs(en - stop[i])
+        risk_reward[i] = sg * (x - en) / risk if risk > 0 else np.nan
+        slippage_pips[i] = sg * (fill[i] - en) / pip[i]
