@@ -165,7 +165,7 @@ def label(
         candle_runs = replay.candle_runs(candles)
     # the block hashes (the audits' identity) need only the candles: hashed in a thread while
     # the walk runs (hashlib and the compiled walk both release the GIL)
-    hashes = _threads().submit(replay.block_hashes, candles, candle_runs)
+    hashes = worker_pool().submit(replay.block_hashes, candles, candle_runs)
     return _label(
         insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes, codes or {}
     )
@@ -174,9 +174,10 @@ def label(
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _threads() -> ThreadPoolExecutor:
-    """Two worker threads for the GIL-free parts of a labeling call (block hashing, half of
-    the compiled settling), made once per process (a forked child cannot use its parent's)."""
+def worker_pool() -> ThreadPoolExecutor:
+    """Two worker threads for the parts of a labeling call that mostly run without the GIL
+    (candle validation, block hashing, half of the compiled settling), made once per process
+    (a forked child cannot use its parent's). Their tasks never wait on each other."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         _pool = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="autopsy-labeling"))
@@ -376,7 +377,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         # rows are independent and the kernel releases the GIL: two halves on two threads
         # write disjoint rows of the same outputs
         half = len(rows) // 2 if len(rows) >= 4096 else 0
-        other = _threads().submit(
+        other = worker_pool().submit(
             settle.settle, *candle_args,
             rows[half:], g[half:], hole_ns[half:], gap_list[half:], *row_args,
         )
