@@ -251,8 +251,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     )  # fmt: skip
 
     # outputs
-    f = lambda: np.full(N, np.nan)
-    exit_price, high_price, low_price, gap_pips = f(), f(), f(), f()
+    exit_price, high_price, low_price, gap_pips = (np.full(N, np.nan) for _ in range(4))
     exit_time = np.full(N, settle.NAT, dtype=np.int64)
     review_reason = filled(N, "")
     walked_tf = filled(N, "")

@@ -194,8 +194,8 @@ def validate_insights_coded(
     insights: pd.DataFrame, instruments_path: str | None = None
 ) -> tuple[pd.DataFrame, Quarantine, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """`validate_insights`, plus the codes it found for the text columns of few values
-    (CODED_COLUMNS): ``codes[col] = (code per clean row, distinct values)``, so the labeling
-    engine does not hash the same text again."""
+    (symbol, side, timeframe, status, strategy, user_id): ``codes[col] = (code per clean row,
+    distinct values)``, so the labeling engine does not hash the same text again."""
     require_columns(insights, INSIGHT_REQUIRED, "insights")
     df = insights.reset_index(drop=True)
     n = len(df)
