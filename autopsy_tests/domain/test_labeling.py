@@ -382,6 +382,35 @@ def test_bad_candles_are_quarantined_sorted_and_deduplicated():
     assert out["outcome"].iloc[0] == "neutral"
 
 
+def test_each_candle_price_check_names_its_row_and_the_first_reason_wins():
+    from autopsy_assets.domain.validation import validate_candle_runs, validate_candles
+
+    c = bars([FLAT] * 8)
+    c.loc[1, "open"] = -1.2  # not positive (and outside the range: the first reason wins)
+    c.loc[2, "open"] = 1.3  # open above the high
+    c.loc[3, "close"] = 1.1  # close below the low
+    c.loc[4, "spread"] = -0.0001
+    c.loc[5, ["high", "spread"]] = [np.nan, -1.0]  # missing price before negative spread
+    c.loc[6, ["high", "low"]] = [1.1, 1.3]  # high below low before open/close outside it
+    clean, quarantine, notes = validate_candles(c)
+    by_hour = {r["row_id"].split("|")[2][11:13]: r["reason"] for r in quarantine}
+    assert by_hour == {
+        "11": "prices must be positive",
+        "12": "open 1.3 / close 1.2 outside the bar's range [1.1995, 1.2005]",
+        "13": "open 1.2 / close 1.1 outside the bar's range [1.1995, 1.2005]",
+        "14": "spread -0.0001 is negative",
+        "15": "a price (open/high/low/close) is missing or not a number",
+        "16": "high 1.1 is below low 1.3",
+    }
+    assert [r["row"] for r in quarantine] == [1, 2, 3, 4, 5, 6]
+    assert list(clean["ts"]) == [T0, T0 + pd.Timedelta(hours=7)] and notes == ()
+    # the public frame keeps text columns; the engine's has categoricals of the same values
+    assert clean["symbol"].dtype == object and clean["timeframe"].dtype == object
+    internal, _, _, runs = validate_candle_runs(c.assign(symbol=" eurusd "))
+    assert isinstance(internal["symbol"].dtype, pd.CategoricalDtype)
+    assert list(internal["symbol"].cat.categories) == ["EURUSD"] and list(runs) == [0]
+
+
 def test_quarantine_survives_pandas_derivations():
     c = bars([FLAT] * 6)
     df = insight()
