@@ -35,6 +35,9 @@ from autopsy_assets.domain.walk import BlockTables, walk_sides
 _MIN_NS = 60 * 10**9
 _DAY_NS = 86_400 * 10**9
 HOLE_BARS = 3  # missing time longer than this many bars (outside closures) is a hole
+# the text of settle's codes, as object arrays (indexed by code arrays)
+_OUTCOMES = np.asarray(settle.OUTCOMES, dtype=object)
+_EXIT_REASONS = np.asarray(settle.EXIT_REASONS, dtype=object)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -108,35 +111,6 @@ class _CandleSet:
         o = self.offset
         j, stop_hit, tgt_hit, lo, hi = walk_sides(*self.tables, s + o, e + o, lg, stop, target)
         return j - o, stop_hit, tgt_hit, lo, hi
-
-
-def _exits(open_, spread, jj, stop_hit, tgt_hit, touched, lg, stop, target) -> dict:
-    """How each touched row leaves on its deciding bar ``jj`` (an index into ``open_`` and
-    ``spread``): a bar opening beyond a level exits at its open (gap_stop / gap_target), else at
-    the level; both levels inside the bar is the stop, flagged ``both``. Returns the masks, the
-    exit price and reason, and how far beyond the level a gap opened (price units)."""
-    sgn = np.where(lg, 1.0, -1.0)
-    op = open_[jj] + np.where(lg, 0.0, spread[jj])  # the closing side, at the open
-    gap_stop = touched & stop_hit & (sgn * (op - stop) <= 0)
-    gap_tgt = touched & ~gap_stop & tgt_hit & (sgn * (op - target) >= 0)
-    level = touched & ~gap_stop & ~gap_tgt
-    at_stop, at_tgt = level & stop_hit, level & ~stop_hit
-    price = np.where(
-        gap_stop | gap_tgt, op, np.where(at_stop, stop, np.where(at_tgt, target, np.nan))
-    )
-    reason = filled(len(jj), "")
-    for mask, text in ((gap_stop, "gap_stop"), (gap_tgt, "gap_target"), (at_stop, "stop")):
-        reason[mask] = text
-    reason[at_tgt] = "target"
-    gap = np.where(gap_stop, np.abs(op - stop), np.where(gap_tgt, np.abs(op - target), np.nan))
-    return {
-        "price": price,
-        "reason": reason,
-        "gap": gap,
-        "failed": gap_stop | at_stop,
-        "succeeded": gap_tgt | at_tgt,
-        "both": level & stop_hit & tgt_hit,
-    }
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -383,8 +357,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         settle.settle(*candle_args, rows[:half], g[:half], hole_ns[:half], gap_list[:half],
                       *row_args)
         other.result()
-    outcome = np.asarray(settle.OUTCOMES, dtype=object)[outcome_code]
-    exit_reason = np.asarray(settle.EXIT_REASONS, dtype=object)[reason_code]
+    outcome = _OUTCOMES[outcome_code]
+    exit_reason = _EXIT_REASONS[reason_code]
     ambiguous = both
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
         review_reason[i] = _describe_review(
@@ -565,15 +539,16 @@ def _refine_ambiguous(
             j, stop_hit, tgt_hit, lo, hi = cs.walk(s, e, lg, st, tg)
             ok = j < e  # finer candles that do not touch what the coarse bar did: keep it
             rows, j, lg, st, tg, lo, hi = rows[ok], j[ok], lg[ok], st[ok], tg[ok], lo[ok], hi[ok]
-            touched = np.ones(len(rows), dtype=bool)
-            ex = _exits(cs.open, cs.spread, j, stop_hit[ok], tgt_hit[ok], touched, lg, st, tg)
-            exit_price[rows], exit_reason[rows] = ex["price"], ex["reason"]
+            price, reason, gap, out, both = settle.exits(
+                cs.open, cs.spread, j, stop_hit[ok], tgt_hit[ok], lg, st, tg
+            )
+            exit_price[rows], exit_reason[rows] = price, _EXIT_REASONS[reason]
             exit_time[rows] = cs.ts[j] + cs.bar_ns
-            outcome[rows] = np.where(ex["failed"], "failed", "succeeded")
-            gap_pips[rows] = ex["gap"] / pip[rows]
-            ambiguous[rows] = ex["both"]  # still both levels inside one finer bar
-            low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), ex["price"])
-            high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), ex["price"])
+            outcome[rows] = _OUTCOMES[out]
+            gap_pips[rows] = gap / pip[rows]
+            ambiguous[rows] = both  # still both levels inside one finer bar
+            low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), price)
+            high_price[rows] = np.fmax(np.fmax(lived_hi[rows], hi), price)
             fine_group[rows] = g
             todo = np.setdiff1d(todo, rows)
 

@@ -76,6 +76,38 @@ def _inside_closure(start, end, intervals):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _exit_on_bar(op, stop_hit, target_hit, sign, stop, target):  # pragma: no cover - compiled
+    """(price, reason, gap, outcome, ambiguous) of a position leaving on a bar that opens at
+    ``op`` (its closing side) and touches the stop and/or the target: a bar opening beyond a
+    level exits at its open (the gap, price units), else at the level; both levels inside
+    the bar is the stop, flagged ambiguous."""
+    if stop_hit and sign * (op - stop) <= 0:
+        return op, GAP_STOP, abs(op - stop), FAILED, False
+    if target_hit and sign * (op - target) >= 0:
+        return op, GAP_TARGET, abs(op - target), SUCCEEDED, False
+    if stop_hit:
+        return stop, AT_STOP, np.nan, FAILED, target_hit
+    return target, AT_TARGET, np.nan, SUCCEEDED, False
+
+
+@numba.njit(cache=True, nogil=True)
+def exits(open_, spread, bar, stop_hit, target_hit, is_long, stop, target):  # pragma: no cover
+    """_exit_on_bar for rows whose deciding bar is ``bar`` (indices into open_ and spread):
+    arrays of price, reason code, gap, outcome code and ambiguous."""
+    n = len(bar)
+    price, gap = np.empty(n), np.empty(n)
+    reason, outcome = np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int8)
+    ambiguous = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        lg = is_long[i]
+        op = open_[bar[i]] + (0.0 if lg else spread[bar[i]])
+        price[i], reason[i], gap[i], outcome[i], ambiguous[i] = _exit_on_bar(
+            op, stop_hit[i], target_hit[i], 1.0 if lg else -1.0, stop[i], target[i]
+        )
+    return price, reason, gap, outcome, ambiguous
+
+
+@numba.njit(cache=True, nogil=True)
 def settle(
     ts, open_, close, spread,
     b_low, b_high, b_min, b_max, a_low, a_high, a_min, a_max,
@@ -130,14 +162,7 @@ def settle(
         horizon_exit = not touched and elapsed and e > s
         if touched:
             op = open_[jj] + (0.0 if lg else spread[jj])  # the closing side, at the open
-            if st_hit and sg * (op - st) <= 0:
-                price, reason, gap, out = op, GAP_STOP, abs(op - st), FAILED
-            elif tg_hit and sg * (op - tg) >= 0:
-                price, reason, gap, out = op, GAP_TARGET, abs(op - tg), SUCCEEDED
-            elif st_hit:
-                price, reason, out, two = st, AT_STOP, FAILED, tg_hit
-            else:
-                price, reason, out = tg, AT_TARGET, SUCCEEDED
+            price, reason, gap, out, two = _exit_on_bar(op, st_hit, tg_hit, sg, st, tg)
             t_exit = ts[jj] + bar
         elif horizon_exit:
             price = close[last] + (0.0 if lg else spread[last])
