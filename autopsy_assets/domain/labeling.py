@@ -407,9 +407,10 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         pnl_pct, max_dd, max_fav, duration, rr_actual, slippage,
     )  # fmt: skip
 
-    status = text("status")
+    status_codes, status_uniq = coded("status")
+    status = status_uniq[status_codes]
     replay_outcome = outcome.copy()
-    filtered = status == "filtered"
+    filtered = (status_uniq == "filtered")[status_codes]
     outcome = np.where(filtered, "filtered_out", outcome)
 
     # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
@@ -446,7 +447,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "symbol": symbol,
             "side": text("side"),
             "strategy": text("strategy"),
-            "timeframe": np.where(ins_tf == "", walked_tf, ins_tf),
+            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf),
             "candle_timeframe": walked_tf,
             "status": status,
             "user_id": text("user_id"),

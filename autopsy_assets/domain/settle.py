@@ -2,10 +2,10 @@
 holes and outcome in one pass per row.
 
 Why compiled: written with numpy, each of these steps is a whole-array operation over every row
-(about a hundred of them, each 0.3-2 ms on 50,000 rows), and together they cost most of a
-labeling call. Fused into one loop per row they cost a few milliseconds. The rules are those of
-DESIGN.md section 2 and labeling.py's docstring; labeling.py prepares the arrays and turns the
-codes below back into text.
+(about eighty of them, each 0.3-2 ms on 50,000 rows), plus gathers and scatters between row
+orders. Fused into one loop per row, beside the first-touch walk, they add a few milliseconds
+to it. The rules are those of DESIGN.md section 2 and labeling.py's docstring; labeling.py
+prepares the arrays and turns the codes below back into text.
 
 Codes (index into the tables that labeling.py keeps beside them):
 - outcome: OUTCOMES[code] (pending, succeeded, failed, neutral, needs_review);
@@ -125,6 +125,12 @@ def settle(
     Row i (in the order of ``rows``) lies in set set_of[i]; missing time longer than hole_ns[i]
     outside closures is a hole, and gap_bars[gap_at[m]:gap_at[m + 1]] with m = gap_list[i] are
     the bars of its set (global indices, sorted) preceded by such missing time.
+
+    Writes, per row: the outcome, exit_reason and review codes (see the module docstring), the
+    exit price and time (ns; NAT where unresolved), the extremes lived up to and including the
+    exit (low_price, high_price) and before the exit bar (lived_lo, lived_hi: what the
+    finer-candle refinement starts from), the gap in pips, whether both levels lay inside the
+    deciding bar, and the last bar read (last_bar, ns; -1 when none).
     """
     s, e = 0, 0  # the previous row's window: the hint for this row's
     for i in range(len(rows)):

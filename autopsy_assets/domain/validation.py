@@ -226,39 +226,43 @@ def validate_insights_coded(
         lambda i: f"unknown side {df['side'].iloc[i]!r}: expected long or short",
     )
     entry, entry_nan = _numeric(df["entry_price"])
-    r.add(entry_nan, lambda i: f"entry_price {df['entry_price'].iloc[i]!r} is not a number")
-    r.add(np.isnan(entry), lambda i: "entry_price is missing")
-    r.add(~(entry > 0) & ~np.isnan(entry), lambda i: f"entry_price {entry[i]} must be positive")
     levels = {}
+    nan_texts = {}
     for col in ("stop_loss", "take_profit", "fill_price", "ai_score", "confidence", "truth_index"):
-        if col in df:
-            vals, nan_text = _numeric(df[col])
-            r.add(nan_text, lambda i, col=col: f"{col} {df[col].iloc[i]!r} is not a number")
-        else:
-            vals = np.full(n, np.nan)
-        levels[col] = vals
+        levels[col], nan_texts[col] = _numeric(df[col]) if col in df else (np.full(n, np.nan), None)
     is_long, is_short = (side_table == "long")[side_codes], (side_table == "short")[side_codes]
     sl, tp = levels["stop_loss"], levels["take_profit"]
-    r.add(
-        is_long & (sl >= entry),
-        lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}",
+    entry_problem, level_problem = _insight_number_problems(
+        entry, sl, tp, levels["ai_score"], levels["confidence"], is_long, is_short
     )
-    r.add(
-        is_short & (sl <= entry),
-        lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}",
-    )
-    r.add(
-        is_long & (tp <= entry),
-        lambda i: f"long with take_profit {tp[i]} at or below entry {entry[i]}",
-    )
-    r.add(
-        is_short & (tp >= entry),
-        lambda i: f"short with take_profit {tp[i]} at or above entry {entry[i]}",
-    )
-    r.add((sl <= 0) | (tp <= 0), lambda i: "stop_loss and take_profit must be positive prices")
-    for col in ("ai_score", "confidence"):
-        v = levels[col]
-        r.add((v < 0) | (v > 100), lambda i, col=col, v=v: f"{col} {v[i]} is outside 0-100")
+    # the reasons in the order they are checked: the first one a row fails is its reason
+    r.add(entry_nan, lambda i: f"entry_price {df['entry_price'].iloc[i]!r} is not a number")
+    if entry_problem.any():
+        r.add(entry_problem == _ENTRY_MISSING, lambda i: "entry_price is missing")
+        r.add(
+            entry_problem == _ENTRY_NOT_POSITIVE,
+            lambda i: f"entry_price {entry[i]} must be positive",
+        )
+    for col, nan_text in nan_texts.items():
+        if nan_text is not None and nan_text.any():
+            r.add(nan_text, lambda i, col=col: f"{col} {df[col].iloc[i]!r} is not a number")
+    if level_problem.any():
+        ai, conf = levels["ai_score"], levels["confidence"]
+        reasons = {
+            _LONG_STOP: lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}",
+            _SHORT_STOP: lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}",
+            _LONG_TARGET: lambda i: (
+                f"long with take_profit {tp[i]} at or below entry {entry[i]}"
+            ),
+            _SHORT_TARGET: lambda i: (
+                f"short with take_profit {tp[i]} at or above entry {entry[i]}"
+            ),
+            _LEVEL_NOT_POSITIVE: lambda i: "stop_loss and take_profit must be positive prices",
+            _SCORE_RANGE: lambda i: f"ai_score {ai[i]} is outside 0-100",
+            _CONFIDENCE_RANGE: lambda i: f"confidence {conf[i]} is outside 0-100",
+        }
+        for code, reason in reasons.items():
+            r.add(level_problem == code, reason)
     tf_codes, tf_table = (
         _factor_text(df["timeframe"], lower=True)
         if "timeframe" in df
@@ -353,6 +357,42 @@ def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np
 def _categorical(codes: np.ndarray, table: np.ndarray) -> pd.Categorical:
     codes, uniques = _compact_codes(codes, table)
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
+
+
+# the number checks of an insight, in the order their reasons are given (first failing wins)
+_ENTRY_MISSING, _ENTRY_NOT_POSITIVE = 1, 2
+_LONG_STOP, _SHORT_STOP, _LONG_TARGET, _SHORT_TARGET = 1, 2, 3, 4
+_LEVEL_NOT_POSITIVE, _SCORE_RANGE, _CONFIDENCE_RANGE = 5, 6, 7
+
+
+@numba.njit(cache=True, nogil=True)
+def _insight_number_problems(entry, sl, tp, ai, conf, is_long, is_short):  # pragma: no cover
+    """Per insight, the code of its first failing check of the entry, and of its levels and
+    scores (0: none), in one pass instead of a dozen whole-array comparisons. A blank (NaN)
+    level or score fails nothing."""
+    n = len(entry)
+    entry_problem, level_problem = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
+    for i in range(n):
+        en = entry[i]
+        if np.isnan(en):
+            entry_problem[i] = _ENTRY_MISSING
+        elif not en > 0:
+            entry_problem[i] = _ENTRY_NOT_POSITIVE
+        if is_long[i] and sl[i] >= en:
+            level_problem[i] = _LONG_STOP
+        elif is_short[i] and sl[i] <= en:
+            level_problem[i] = _SHORT_STOP
+        elif is_long[i] and tp[i] <= en:
+            level_problem[i] = _LONG_TARGET
+        elif is_short[i] and tp[i] >= en:
+            level_problem[i] = _SHORT_TARGET
+        elif sl[i] <= 0 or tp[i] <= 0:
+            level_problem[i] = _LEVEL_NOT_POSITIVE
+        elif ai[i] < 0 or ai[i] > 100:
+            level_problem[i] = _SCORE_RANGE
+        elif conf[i] < 0 or conf[i] > 100:
+            level_problem[i] = _CONFIDENCE_RANGE
+    return entry_problem, level_problem
 
 
 # the price checks of a candle, in the order their reasons are given (first failing wins)
