@@ -1,0 +1,114 @@
+"""Insight and candle validation against slow, obvious per-row references (hypothesis): each row
+gets the reason of the first check it fails, in the documented order, whatever the compiled
+passes do to find it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autopsy_assets.domain.validation import validate_candles, validate_insights
+
+T0 = pd.Timestamp("2018-03-06 10:00", tz="UTC")
+NUMBERS = [1.2, 1.19, 1.21, 0.0, -1.0, math.nan, 50.0, 101.0]
+
+
+def insight_reason(row: dict) -> str | None:
+    """The first failing check of one insight's side and numbers, bar by bar of the rules."""
+    side, entry = row["side"], row["entry_price"]
+    sl, tp, ai, conf = row["stop_loss"], row["take_profit"], row["ai_score"], row["confidence"]
+    if side not in ("long", "short"):
+        return f"unknown side {side!r}: expected long or short"
+    if math.isnan(entry):
+        return "entry_price is missing"
+    if not entry > 0:
+        return f"entry_price {entry} must be positive"
+    if side == "long" and sl >= entry:
+        return f"long with stop_loss {sl} at or above entry {entry}"
+    if side == "short" and sl <= entry:
+        return f"short with stop_loss {sl} at or below entry {entry}"
+    if side == "long" and tp <= entry:
+        return f"long with take_profit {tp} at or below entry {entry}"
+    if side == "short" and tp >= entry:
+        return f"short with take_profit {tp} at or above entry {entry}"
+    if sl <= 0 or tp <= 0:
+        return "stop_loss and take_profit must be positive prices"
+    if ai < 0 or ai > 100:
+        return f"ai_score {ai} is outside 0-100"
+    if conf < 0 or conf > 100:
+        return f"confidence {conf} is outside 0-100"
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "side": st.sampled_from(["long", "short", "up"]),
+                "entry_price": st.sampled_from(NUMBERS),
+                "stop_loss": st.sampled_from(NUMBERS),
+                "take_profit": st.sampled_from(NUMBERS),
+                "ai_score": st.sampled_from(NUMBERS),
+                "confidence": st.sampled_from(NUMBERS),
+            }
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_each_insight_gets_the_first_reason_it_fails(rows):
+    frame = pd.DataFrame(rows).assign(
+        insight_id=[f"I{i}" for i in range(len(rows))], created_at=T0, symbol="EURUSD"
+    )
+    clean, quarantine = validate_insights(frame)
+    got = {q["row_id"]: q["reason"] for q in quarantine}
+    want = {f"I{i}": insight_reason(r) for i, r in enumerate(rows)}
+    assert got == {k: v for k, v in want.items() if v is not None}
+    assert list(clean["insight_id"]) == [k for k, v in want.items() if v is None]
+
+
+def candle_reason(o, h, lo, c, spread) -> str | None:
+    if any(math.isnan(x) for x in (o, h, lo, c)):
+        return "a price (open/high/low/close) is missing or not a number"
+    if min(o, h, lo, c) <= 0:
+        return "prices must be positive"
+    if h < lo:
+        return f"high {h} is below low {lo}"
+    if o > h or o < lo or c > h or c < lo:
+        return f"open {o} / close {c} outside the bar's range [{lo}, {h}]"
+    if spread < 0:
+        return f"spread {spread} is negative"
+    return None
+
+
+PRICES = [1.2, 1.2005, 1.1995, 1.3, 1.1, 0.0, -1.0, math.nan]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*(st.sampled_from(PRICES) for _ in range(4)), st.sampled_from([0.0, -0.1])),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_each_candle_gets_the_first_reason_it_fails_sorted_or_not(rows, reverse):
+    ts = pd.date_range(T0, periods=len(rows), freq="1min")
+    frame = pd.DataFrame(rows, columns=["open", "high", "low", "close", "spread"]).assign(
+        symbol="EURUSD", timeframe="1m", ts=ts
+    )
+    clean, quarantine, notes = validate_candles(frame.iloc[::-1] if reverse else frame)
+    got = {q["row_id"].split("|")[2]: q["reason"] for q in quarantine}
+    want = {t.isoformat(): candle_reason(*r) for t, r in zip(ts, rows)}
+    assert got == {k: v for k, v in want.items() if v is not None}
+    assert [t.isoformat() for t in clean["ts"]] == [k for k, v in want.items() if v is None]
+    assert ("candles were not sorted; sorted by symbol, timeframe, ts" in notes) == (
+        reverse and len(clean) > 1
+    )
+    assert clean["symbol"].dtype == object and np.all(clean["symbol"] == "EURUSD")
