@@ -179,9 +179,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             by_row, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
         return (by_row if n_h == 1 else np.repeat(by_row, n_h)), np.asarray(uniques, dtype=object)
 
-    def text(col):  # a coded column's values, one per row (shared string objects)
-        by_row, uniques = coded(col)
-        return uniques[by_row]
+    def text(col):  # a text column, one value per row (validation's objects, not copied)
+        return rep(col).astype(object, copy=False)
 
     sym_codes, sym_uniq = coded("symbol")
     symbol = sym_uniq[sym_codes]
@@ -408,7 +407,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     )  # fmt: skip
 
     status_codes, status_uniq = coded("status")
-    status = status_uniq[status_codes]
+    status = text("status")
     replay_outcome = outcome.copy()
     filtered = (status_uniq == "filtered")[status_codes]
     outcome = np.where(filtered, "filtered_out", outcome)
@@ -440,9 +439,10 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
     )[pair_codes]
 
+    created_at = utc_index(created)  # (also the window's start)
     out = _frame(
         {
-            "insight_id": rep("insight_id").astype(object),
+            "insight_id": text("insight_id"),
             "horizon": horizon,
             "symbol": symbol,
             "side": text("side"),
@@ -451,8 +451,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "candle_timeframe": walked_tf,
             "status": status,
             "user_id": text("user_id"),
-            "user_acted": rep("user_acted").astype(bool),
-            "created_at": utc_index(created),
+            "user_acted": rep("user_acted").astype(bool, copy=False),
+            "created_at": created_at,
             "outcome": outcome,
             "replay_outcome": replay_outcome,
             "exit_reason": exit_reason,
@@ -473,7 +473,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "ambiguous": ambiguous,
             "needs_review": replay_outcome == "needs_review",
             "needs_review_reason": review_reason,
-            "window_start": utc_index(created),
+            "window_start": created_at,
             "window_end": utc_index(win_end),
             "candles_until": utc_index(
                 np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
