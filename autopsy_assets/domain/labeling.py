@@ -347,15 +347,20 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         )
         gap_list = g * len(thresholds) + thr_code
         # rows are independent and the kernel releases the GIL: two halves on two threads
-        # write disjoint rows of the same outputs
-        half = len(rows) // 2 if len(rows) >= 4096 else 0
-        other = worker_pool().submit(
-            settle.settle, *candle_args,
-            rows[half:], g[half:], hole_ns[half:], gap_list[half:], *row_args,
+        # write disjoint rows of the same outputs (a small batch is not worth a thread)
+        half = len(rows) // 2 if len(rows) >= 4096 else len(rows)
+        other = (
+            worker_pool().submit(
+                settle.settle, *candle_args,
+                rows[half:], g[half:], hole_ns[half:], gap_list[half:], *row_args,
+            )
+            if half < len(rows)
+            else None
         )
         settle.settle(*candle_args, rows[:half], g[:half], hole_ns[:half], gap_list[:half],
                       *row_args)
-        other.result()
+        if other is not None:
+            other.result()
     outcome = _OUTCOMES[outcome_code]
     exit_reason = _EXIT_REASONS[reason_code]
     ambiguous = both

@@ -163,3 +163,24 @@ def test_gallop_search_equals_searchsorted_from_any_hint(values, data):
         want = lo + np.searchsorted(a[lo:hi], v, side="right" if right else "left")
         assert _bisect(a, lo, hi, v, right) == want
         assert _gallop(a, lo, hi, hint, v, right) == want, (a, lo, hi, hint, v, right)
+
+
+def test_a_batch_settled_on_two_threads_equals_its_rows_settled_alone():
+    """Batches of 4,096 rows and more are settled in two halves on two threads; labeling the
+    same insights in small single-threaded batches gives the same audits, row for row."""
+    from autopsy_assets.api import label_outcomes
+    from autopsy_assets.data import generate_insights, generate_market
+
+    candles = generate_market(weeks=2, symbols=("EURUSD", "USDJPY"))
+    insights = generate_insights(candles, per_symbol_per_day=150, include_bad_rows=False)
+    assert len(insights) * 2 >= 4096
+    whole = label_outcomes(insights, candles, horizons=("1H", "24H"))
+    parts = pd.concat(
+        [
+            label_outcomes(insights.iloc[k : k + 500], candles, horizons=("1H", "24H"))
+            for k in range(0, len(insights), 500)
+        ],
+        ignore_index=True,
+    )
+    pd.testing.assert_frame_equal(whole, parts, check_exact=True)
+    assert set(whole["outcome"]) >= {"succeeded", "failed"}
