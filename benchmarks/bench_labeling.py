@@ -118,9 +118,9 @@ def main() -> None:
     from autopsy_assets.domain import labeling, validation
     from autopsy_assets.domain.replay import block_hashes
 
-    def best(fn):
+    def best(fn, repeat=args.repeat):
         runs = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             t0 = time.perf_counter()
             value = fn()
             runs.append(time.perf_counter() - t0)
@@ -136,18 +136,19 @@ def main() -> None:
           f"candles {t_vc * 1e3:.0f} ms, engine {t_lb * 1e3:.0f} ms (sha256 of every candle "
           f"block, in a thread beside it: {t_bh * 1e3:.0f} ms)")
 
+    # the reference is timed like label_outcomes (best of several runs), or the ratio would
+    # compare the engine's best minute with the scan's typical one
     sample = insights.sample(min(args.scan_sample, len(insights)), random_state=0)
-    t = time.perf_counter()
-    per_insight_scan(sample, candles)
-    scan_s = time.perf_counter() - t
+    scan_s, _ = best(lambda: per_insight_scan(sample, candles), repeat=3)
     scan_rate = len(sample) / scan_s
     print(
-        f"per-insight numpy scan: {len(sample):,} insights in {scan_s:.3f} s = "
+        f"per-insight numpy scan: {len(sample):,} insights in {scan_s:.3f} s (best of 3) = "
         f"{scan_rate:,.0f} insight-horizons/s"
     )
     print(
-        f"ratio: {rate / scan_rate:.1f}x the per-insight scan "
-        f"(target >= 20x); throughput target 1,000,000/s: {'met' if rate >= 1e6 else 'NOT met'}"
+        f"ratio: {rate / scan_rate:.1f}x the per-insight scan (target >= 20x: "
+        f"{'met' if rate >= 20 * scan_rate else 'NOT met'}); throughput target 1,000,000/s: "
+        f"{'met' if rate >= 1e6 else 'NOT met'}"
     )
 
 
