@@ -12,9 +12,10 @@ Candles are bid prices. A long is bought at the entry and sold on the bid; a sho
 entry and bought back on the ask (bid + spread, when candles carry a spread), so a short's stop
 and target are touched by ask prices.
 
-Everything is vectorised over all insight x horizon rows of a (symbol, timeframe) candle set; the
-one loop per row is the compiled first-touch walk (walk.py), which skips whole blocks of bars
-that touch neither level. No Python loop per insight or per candle.
+Everything is vectorised over all insight x horizon rows at once; the one loop per row is
+compiled (settle.py): window bounds, the first-touch walk (walk.py, which skips whole blocks of
+bars that touch neither level), exit, holes and outcome. No Python loop per insight or per
+candle.
 """
 
 from __future__ import annotations
