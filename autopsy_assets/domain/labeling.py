@@ -307,7 +307,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     review_code = np.zeros(N, dtype=np.int8)
     review_from = np.full(N, settle.NAT, dtype=np.int64)
     review_to = np.full(N, settle.NAT, dtype=np.int64)
-    both = np.zeros(N, dtype=bool)
+    ambiguous = np.zeros(N, dtype=bool)  # both levels inside the deciding bar
     if len(rows):
         g = group_id[rows]
         # rows by (set, created_at), so each set's candles are read front to back. One int64
@@ -344,7 +344,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             created, win_end, effective_now, data_until, side_long, stop, target, entry,
             band, adverse_limit, pip,
             outcome_code, reason_code, review_code, review_from, review_to, exit_price,
-            exit_time, low_price, high_price, gap_pips, both, lived_lo, lived_hi, hash_last_ns,
+            exit_time, low_price, high_price, gap_pips, ambiguous, lived_lo, lived_hi,
+            hash_last_ns,
         )
         gap_list = g * len(thresholds) + thr_code
         # rows are independent and the kernel releases the GIL: two halves on two threads
@@ -364,7 +365,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             other.result()
     outcome = _OUTCOMES[outcome_code]
     exit_reason = _EXIT_REASONS[reason_code]
-    ambiguous = both
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
         review_reason[i] = _describe_review(
             settle.REVIEWS[review_code[i]], int(review_from[i]), int(review_to[i])

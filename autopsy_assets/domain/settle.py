@@ -195,14 +195,12 @@ def settle(
         if not touched and elapsed and e <= s:
             why = EMPTY
         else:
-            has_first = s < a1
-            first_ts = ts[min(s, a1 - 1)]
-            lead_end = first_ts if has_first else c
+            first_ts = ts[min(s, a1 - 1)]  # the first bar's open when s < e (then s < a1)
             tail_start = ts[last] + bar if e > s else c
             last_read = j if touched else e - 1
             gaps = gap_bars[gap_at[gap_list[i]]:gap_at[gap_list[i] + 1]]
             inner = _bisect(gaps, 0, len(gaps), s + 1, False)
-            if s < e and has_first and first_ts - c > thr and not _inside_closure(c, lead_end, iv):
+            if s < e and first_ts - c > thr and not _inside_closure(c, first_ts, iv):
                 why, h_from, h_to = LEAD_HOLE, c, first_ts
             elif inner < len(gaps) and gaps[inner] < last_read + 1:
                 b = gaps[inner]

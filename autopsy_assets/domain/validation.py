@@ -95,6 +95,13 @@ class _Reasons:
             for i in idx.tolist():  # only the bad rows are formatted
                 self.by_row[i] = make(i)
 
+    def add_codes(self, codes: np.ndarray, reasons: dict) -> None:
+        """`add` for each code a compiled check pass gave (0: passed), in the order of
+        ``reasons`` (code -> make); a clean batch costs one test."""
+        if codes.any():
+            for code, make in reasons.items():
+                self.add(codes == code, make)
+
     def reason(self, i: int) -> str:
         return self.by_row[i]
 
@@ -237,18 +244,20 @@ def validate_insights_coded(
     )
     # the reasons in the order they are checked: the first one a row fails is its reason
     r.add(entry_nan, lambda i: f"entry_price {df['entry_price'].iloc[i]!r} is not a number")
-    if entry_problem.any():
-        r.add(entry_problem == _ENTRY_MISSING, lambda i: "entry_price is missing")
-        r.add(
-            entry_problem == _ENTRY_NOT_POSITIVE,
-            lambda i: f"entry_price {entry[i]} must be positive",
-        )
+    r.add_codes(
+        entry_problem,
+        {
+            _ENTRY_MISSING: lambda i: "entry_price is missing",
+            _ENTRY_NOT_POSITIVE: lambda i: f"entry_price {entry[i]} must be positive",
+        },
+    )
     for col, nan_text in nan_texts.items():
         if nan_text is not None and nan_text.any():
             r.add(nan_text, lambda i, col=col: f"{col} {df[col].iloc[i]!r} is not a number")
-    if level_problem.any():
-        ai, conf = levels["ai_score"], levels["confidence"]
-        reasons = {
+    ai, conf = levels["ai_score"], levels["confidence"]
+    r.add_codes(
+        level_problem,
+        {
             _LONG_STOP: lambda i: f"long with stop_loss {sl[i]} at or above entry {entry[i]}",
             _SHORT_STOP: lambda i: f"short with stop_loss {sl[i]} at or below entry {entry[i]}",
             _LONG_TARGET: lambda i: (
@@ -260,9 +269,8 @@ def validate_insights_coded(
             _LEVEL_NOT_POSITIVE: lambda i: "stop_loss and take_profit must be positive prices",
             _SCORE_RANGE: lambda i: f"ai_score {ai[i]} is outside 0-100",
             _CONFIDENCE_RANGE: lambda i: f"confidence {conf[i]} is outside 0-100",
-        }
-        for code, reason in reasons.items():
-            r.add(level_problem == code, reason)
+        },
+    )
     tf_codes, tf_table = (
         _factor_text(df["timeframe"], lower=True)
         if "timeframe" in df
@@ -504,8 +512,9 @@ def validate_candle_runs(
     if np.isnan(spread).any():
         spread = np.nan_to_num(spread, nan=0.0)  # unknown spread: bid only
     problems = _price_problems(*(np.ascontiguousarray(a) for a in (o, h, lo, c, spread)))
-    if problems.any():  # (a clean batch skips the per-check masks)
-        reasons = {
+    r.add_codes(
+        problems,
+        {
             _NAN_PRICE: lambda i: "a price (open/high/low/close) is missing or not a number",
             _NOT_POSITIVE: lambda i: "prices must be positive",
             _HIGH_BELOW_LOW: lambda i: f"high {h[i]} is below low {lo[i]}",
@@ -513,9 +522,8 @@ def validate_candle_runs(
                 f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]"
             ),
             _NEGATIVE_SPREAD: lambda i: f"spread {spread[i]} is negative",
-        }
-        for code, reason in reasons.items():
-            r.add(problems == code, reason)
+        },
+    )
     if "timeframe" in df:
         tf_codes, tf_table = _factor_text(df["timeframe"], lower=True)
     else:
