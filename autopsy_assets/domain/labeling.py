@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from autopsy_assets.domain import instruments, replay, settle
+from autopsy_assets.domain import heap, instruments, replay, settle
 from autopsy_assets.domain.arrays import distinct, filled, utc_index
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
@@ -155,6 +155,7 @@ def worker_pool() -> ThreadPoolExecutor:
     (a forked child cannot use its parent's). Their tasks never wait on each other."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
+        heap.keep_freed_memory()  # a labeling process: keep the arrays' pages between calls
         _pool = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="autopsy-labeling"))
     return _pool[1]
 
