@@ -209,7 +209,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         "timeframe": (tf_codes, tf_uniq),
         "horizon": horizon_coded,
     }
-    rule_idx = resolve_coded(rules, scope)
+    rule_records = rules_as_records(rules)  # (the snapshots below read them too)
+    rule_idx = resolve_coded(rules, scope, rule_records)
     if (rule_idx < 0).any():
         raise ValueError(
             "no active labeling rule applies to some insights: add a catch-all rule "
@@ -421,7 +422,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
     # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
     inv_rules, first_of_rule = distinct(rule_idx)
-    rule_records = rules_as_records(rules)
     snapshots = [rule_snapshot(rule_records[rule_idx[i]]) for i in first_of_rule]
     rule_snap_col = np.asarray(snapshots, dtype=object)[inv_rules]
     rule_hash_col = np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules]

@@ -169,11 +169,15 @@ def rules_as_records(rules: pd.DataFrame) -> list[dict]:
     return [dict(zip(cols, row)) for row in zip(*(rules[c].tolist() for c in cols))]
 
 
-def resolve_coded(rules: pd.DataFrame, scope: dict) -> np.ndarray:
+def resolve_coded(
+    rules: pd.DataFrame, scope: dict, records: list[dict] | None = None
+) -> np.ndarray:
     """`resolve` on factorized scope columns: ``scope[field] = (codes, distinct values)`` for
     each of SCOPE_FIELDS (codes >= 0, one per row). The rules are a handful: they are ordered
-    in plain Python, without pandas machinery per call."""
-    active = [(i, r) for i, r in zip(rules.index, rules_as_records(rules)) if r["is_active"]]
+    in plain Python, without pandas machinery per call. ``records``: rules_as_records(rules),
+    when the caller has them already."""
+    records = rules_as_records(rules) if records is None else records
+    active = [(i, r) for i, r in zip(rules.index, records) if r["is_active"]]
     index, recs = [i for i, _ in active], [r for _, r in active]
     specificity = [sum(r[f] != "" for f in SCOPE_FIELDS) for r in recs]
     order = sorted(

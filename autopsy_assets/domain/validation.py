@@ -348,7 +348,7 @@ def _unique_text_ids(ids: pd.Series) -> np.ndarray | None:
     if not isinstance(ids.dtype, pd.StringDtype) or ids.hasnans:
         return None
     values = ids.to_numpy(dtype=object)
-    return values if len(set(values.tolist())) == len(values) else None
+    return values if len(set(values)) == len(values) else None
 
 
 def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
