@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import time
 
 import numpy as np
 import pandas as pd
@@ -42,14 +41,11 @@ def m() -> pd.DataFrame:
     return market.generate_market()
 
 
-def test_default_call_is_fast_and_deterministic():
+def test_default_call_is_deterministic():
     market._generate.cache_clear()
-    t0 = time.perf_counter()
     a = market.generate_market()
-    elapsed = time.perf_counter() - t0
     market._generate.cache_clear()
     b = market.generate_market()
-    assert elapsed < 2.0, f"generate_market took {elapsed:.2f} s"
     pd.testing.assert_frame_equal(a, b)
     assert frame_digest(a) == frame_digest(b)
     c = market.generate_market(seed=1)

@@ -1,7 +1,6 @@
 """News parsing, validation, the nearest-high-impact query, and the rule-built calendar."""
-from __future__ import annotations
 
-import time
+from __future__ import annotations
 
 import numpy as np
 import pandas as pd
@@ -254,20 +253,16 @@ def test_nearest_matches_slow_reference(events, queries, window):
             assert list(g) == [None if isinstance(v, float) and np.isnan(v) else v for v in w], col
 
 
-def test_speed_100k_queries():
+def test_100k_queries_each_find_events_around_them():
+    # timings: benchmarks/bench_data.py
     news = scheduled_calendar("2017-04-01", "2018-06-30")
     rng = np.random.default_rng(0)
     n = 100_000
     start, end = pd.Timestamp("2017-04-19", tz="UTC"), pd.Timestamp("2018-04-01", tz="UTC")
     times = pd.Series(pd.to_datetime(rng.integers(start.value, end.value, n), utc=True))
     syms = rng.choice(["EURUSD", "USDJPY", "GBPUSD", "XAUUSD", "AUDUSD"], n)
-    N.nearest_high_impact(news, syms[:100], times[:100])
-    t = time.perf_counter()
     out = N.nearest_high_impact(news, syms, times)
-    took = time.perf_counter() - t
-    print(f"nearest_high_impact: {n} queries in {took:.3f} s")
     assert len(out) == n
-    assert took < 2.0          # ~0.1 s on this machine; slack for a loaded CI box
     # every query in the demo span has some USD event before and after it
     assert out["minutes_to_next"].notna().all() and out["minutes_since_last"].notna().all()
     share = out["within_window"].mean()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -153,7 +152,7 @@ def test_prefix_results_equal_full_results(a, b, cut):
     ca = candles(np.exp(np.cumsum(a)), symbol="EURUSD")
     cb = candles(100 * np.exp(np.cumsum(b)), symbol="USDJPY")
     full_in = pd.concat([ca, cb], ignore_index=True)
-    kw = dict(window=5, min_history=8)
+    kw = {"window": 5, "min_history": 8}
     full = R.derive_regimes(full_in, **kw)
     cutoff = T0 + H * int(cut * max(len(a), len(b)))
     prefix = R.derive_regimes(full_in[full_in["ts"] < cutoff], **kw)
@@ -165,18 +164,14 @@ def test_prefix_results_equal_full_results(a, b, cut):
     assert ((conf >= 50) & (conf <= 100)).all()
 
 
-def test_speed_260k_rows():
+def test_260k_rows_give_one_row_each():
+    # timings: benchmarks/bench_data.py
     rng = np.random.default_rng(5)
     n = 260_000
     c = candles(np.exp(np.cumsum(rng.normal(0, 1e-4, n))), timeframe="1m",
                 step=pd.Timedelta(minutes=1))
-    R.derive_regimes(c.iloc[:1000])
-    t = time.perf_counter()
     out = R.derive_regimes(c)
-    took = time.perf_counter() - t
-    print(f"derive_regimes: {n} rows in {took:.3f} s")
     assert len(out) == n
-    assert took < 2.0          # ~0.5 s on this machine; slack for a loaded CI box
 
 
 # --- regimes_at ----------------------------------------------------------------------------------
@@ -260,17 +255,13 @@ def test_regimes_at_matches_a_slow_reference(offsets, bars):
             assert out["regime_ts"].iat[i] + H <= t          # never a bar still open
 
 
-def test_regimes_at_on_derived_regimes_and_speed():
+def test_regimes_at_on_derived_regimes_gives_the_latest_closed_bar():
     rng = np.random.default_rng(6)
     c = candles(np.exp(np.cumsum(rng.normal(0, 1e-3, 5000))))
     reg = R.derive_regimes(c)
     q = pd.DataFrame({"symbol": "EURUSD",
                       "ts": T0 + pd.to_timedelta(rng.integers(0, 5000 * 60, 100_000), unit="min")})
-    t = time.perf_counter()
     out = R.regimes_at(reg, q)
-    took = time.perf_counter() - t
-    print(f"regimes_at: 100000 queries in {took:.3f} s")
-    assert took < 2.0
     hit = out["regime_ts"].notna()
     assert (out.loc[hit, "regime_ts"] + H <= q.loc[hit, "ts"]).all()
     assert (out.loc[hit, "regime_ts"] + 2 * H > q.loc[hit, "ts"]).all()   # the latest closed one

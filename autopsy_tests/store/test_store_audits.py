@@ -3,7 +3,6 @@ readiness, outcome summary (DESIGN.md 2a "Audit identity and snapshots")."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -259,27 +258,20 @@ def test_concurrent_writers_keep_one_current_row(db_url, make_audits) -> None:
     check.close()
 
 
-def test_50k_audits_upsert_fast(store, make_audits) -> None:
-    # 50,000 on SQLite (the embedded default); 20,000 on PostgreSQL keeps the suite short
+def test_50k_audits_upsert_insert_refresh_supersede(store, make_audits) -> None:
+    # 50,000 on SQLite (the embedded default); 20,000 on PostgreSQL keeps the suite short.
+    # Timings: benchmarks/bench_store.py
     n = 12_500 if store.dialect == "sqlite" else 5_000
     a = make_audits(n, horizons=("1H", "4H", "24H", "7D"))
     total, changed = 4 * n, n  # the first `changed` rows change outcome, the rest refresh
-    t = time.perf_counter()
     assert store.upsert_audits(a)["inserted"] == total
-    insert_s = time.perf_counter() - t
-    t = time.perf_counter()
     assert store.upsert_audits(a)["unchanged"] == total
-    rerun_s = time.perf_counter() - t
     b = a.assign(candles_hash=H1)
     b.loc[:changed - 1, "outcome"] = "failed"
-    t = time.perf_counter()
     assert store.upsert_audits(b) == {"inserted": changed, "refreshed": total - changed,
                                       "unchanged": 0, "superseded": changed}
-    change_s = time.perf_counter() - t
     assert _rows(store) == total + changed
     assert all(n == 1 for *_, n in _current_per_key(store))
-    # on this shared 2-core machine each step takes ~1.5-3 s for 50,000 rows on SQLite
-    assert max(insert_s, rerun_s, change_s) < 6, (insert_s, rerun_s, change_s)
 
 
 def test_reviews_attach_to_the_current_audit(store, make_audits) -> None:

@@ -1,8 +1,6 @@
 """Audit store: candles as content-addressed day blocks, coverage, replay by block hash."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
@@ -154,18 +152,12 @@ def test_put_candles_refuses_naive_and_conflicting_rows(store, make_candles) -> 
         store.put_candles(bad)
 
 
-def test_300k_candles_store_and_read_in_seconds(store, make_candles) -> None:
+def test_300k_candles_put_reput_unchanged_and_read_back(store, make_candles) -> None:
+    # timings: benchmarks/bench_store.py
     c = pd.concat([make_candles("EURUSD", periods=150_000, seed=4),
                    make_candles("XAUUSD", periods=150_000, seed=5)], ignore_index=True)
-    t = time.perf_counter()
     counts = store.put_candles(c)
-    put_s = time.perf_counter() - t
     assert counts["rows"] == 300_000 and counts["blocks_new"] == 2 * 105
-    t = time.perf_counter()
     assert store.put_candles(c)["blocks_unchanged"] == 210
-    again_s = time.perf_counter() - t
-    t = time.perf_counter()
     got = store.read_candles(T0, T0 + pd.Timedelta(days=200))
-    read_s = time.perf_counter() - t
     assert len(got) == 300_000
-    assert put_s < 5 and again_s < 5 and read_s < 5, (put_s, again_s, read_s)
