@@ -29,6 +29,7 @@ audits with COPY, so the reference is weaker there and the ratios larger than on
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import uuid
@@ -37,60 +38,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
 from autopsy_assets.store import AuditStore
 
-T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")  # a Monday
+# the rows and the databases the store tests make (autopsy_tests is not installed: found from
+# the repo root)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autopsy_tests.conftest import _create_database, _drop_database
+from autopsy_tests.store.frames import T0, audit_frame, candles_frame
+
 HORIZON_SET = ("1H", "4H", "24H", "7D")
-AUDIT_DEFAULTS: dict[str, Any] = {
-    "symbol": "EURUSD", "side": "long", "strategy": "smc", "timeframe": "1h",
-    "candle_timeframe": "1m", "status": "published", "user_id": "u1", "user_acted": False,
-    "outcome": "succeeded", "replay_outcome": "succeeded", "exit_reason": "target",
-    "entry_price": 1.1, "stop_price": 1.099, "target_price": 1.102, "exit_price": 1.102,
-    "high_price": 1.1021, "low_price": 1.0995, "pnl_pct": 0.18181818181818182,
-    "max_drawdown": 0.045454545454545456, "max_favorable": 0.18181818181818182,
-    "duration_minutes": 30.0, "risk_reward_actual": 2.0, "slippage_pips": np.nan,
-    "gap_pips": np.nan, "ambiguous": False, "needs_review": False, "needs_review_reason": "",
-    "rule_id": 1, "rule_snapshot": '{"rule_id": 1, "success_rr_ratio": 2.0}',
-    "rule_hash": "a" * 64, "candles_hash": "b" * 64, "candle_blocks": "c" * 64,
-    "snapshot_hash": "d" * 64,
-}
-
-
-def make_audits(n_insights: int) -> pd.DataFrame:
-    """n_insights x 4 horizons audit rows, one insight a minute from T0, every AUDIT_COLUMNS
-    column."""
-    k = np.repeat(np.arange(n_insights), len(HORIZON_SET))
-    hz = np.tile(np.array(HORIZON_SET, dtype=object), n_insights)
-    created = T0 + pd.to_timedelta(k, unit="min")
-    df = pd.DataFrame({c: [AUDIT_DEFAULTS.get(c)] * len(k) for c in AUDIT_COLUMNS})
-    df["insight_id"] = [f"ins{i:07d}" for i in k]
-    df["horizon"] = hz
-    df["created_at"] = pd.Series(created).dt.as_unit("ns")
-    df["window_start"] = df["created_at"]
-    df["window_end"] = (created + pd.to_timedelta([HORIZONS[h] for h in hz], unit="min")
-                        ).as_unit("ns")
-    df["exit_time"] = (created + pd.Timedelta(minutes=30)).as_unit("ns")
-    df["candles_until"] = df["exit_time"]
-    return df[list(AUDIT_COLUMNS)]
-
-
-def make_candles(symbol: str, periods: int, seed: int) -> pd.DataFrame:
-    """Random-walk 1-minute candles from T0 at full float64 precision."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range(T0, periods=periods, freq="1min").as_unit("ns")
-    close = 1.1 + np.cumsum(rng.normal(0, 1e-4, periods))
-    open_ = np.r_[close[0], close[:-1]]
-    wick = np.abs(rng.normal(0, 5e-5, (2, periods)))
-    return pd.DataFrame({"symbol": symbol, "timeframe": "1m", "ts": ts, "open": open_,
-                         "high": np.maximum(open_, close) + wick[0],
-                         "low": np.minimum(open_, close) - wick[1], "close": close,
-                         "volume": rng.integers(1, 500, periods).astype(float)})
 
 
 class Backend:
@@ -106,11 +66,9 @@ class Backend:
                                           isolation_level="AUTOCOMMIT")
 
     def _new_url(self) -> str:
-        name = f"autopsy_bench_{uuid.uuid4().hex[:16]}"
         if self.admin is None:
-            return f"sqlite:///{self.folder / (name + '.db')}"
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            return f"sqlite:///{self.folder / f'autopsy_bench_{uuid.uuid4().hex[:16]}.db'}"
+        name = _create_database(self.admin)
         self.created.append(name)
         return self.server.set(database=name).render_as_string(hide_password=False)
 
@@ -126,9 +84,8 @@ class Backend:
     def close(self) -> None:
         if self.admin is None:
             return
-        with self.admin.connect() as conn:
-            for name in self.created:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in self.created:
+            _drop_database(self.admin, name)
         self.admin.dispose()
 
 
@@ -136,6 +93,20 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t = time.perf_counter()
     value = fn()
     return time.perf_counter() - t, value
+
+
+def print_steps(rows: int, runs: dict[str, list[float]], steps) -> None:
+    """One line per (step, what, reference step): best seconds, rows/s and the ratio to the
+    reference step's best rows/s."""
+    for step, what, ref_step in steps:
+        best = min(runs[step])
+        print(f"    {what:<38} {best:7.3f} s  {rows / best:>11,.0f} rows/s  "
+              f"{min(runs[ref_step]) / best:5.2f}x reference")
+
+
+def print_reference(rows: int, seconds: list[float], what: str) -> None:
+    print(f"    {'reference: ' + what:<38} {min(seconds):7.3f} s  "
+          f"{rows / min(seconds):>11,.0f} rows/s")
 
 
 def reference_insert(store: AuditStore, df: pd.DataFrame, table: str) -> float:
@@ -152,7 +123,7 @@ def reference_read(store: AuditStore, table: str) -> tuple[float, int]:
 
 def bench_audits(backend: Backend, n: int, repeat: int) -> None:
     n_ins = n // len(HORIZON_SET)
-    a = make_audits(n_ins)
+    a = audit_frame(n_ins, horizons=HORIZON_SET)
     total, changed = len(a), n_ins
     b = a.assign(candles_hash="1" * 64)
     b.loc[:changed - 1, "outcome"] = "failed"
@@ -170,24 +141,19 @@ def bench_audits(backend: Backend, n: int, repeat: int) -> None:
                          "superseded": changed}, c
             runs["supersede"].append(s)
             runs["ref"].append(reference_insert(store, a, "bench_ref_audits"))
-    ref = total / min(runs["ref"])
     print(f"  audits: {total:,} rows ({n_ins:,} insights x {len(HORIZON_SET)} horizons), "
           f"best of {repeat}")
-    for step, what in (("insert", "insert into empty store"),
-                       ("rerun", "unchanged re-run"),
-                       ("supersede", f"supersede {changed:,} + refresh {total - changed:,}")):
-        best = min(runs[step])
-        rate = total / best
-        print(f"    {what:<38} {best:7.3f} s  {rate:>11,.0f} rows/s  "
-              f"{rate / ref:5.2f}x reference")
-    print(f"    {'reference: DataFrame.to_sql insert':<38} {min(runs['ref']):7.3f} s  "
-          f"{ref:>11,.0f} rows/s")
+    print_steps(total, runs, (("insert", "insert into empty store", "ref"),
+                              ("rerun", "unchanged re-run", "ref"),
+                              ("supersede", f"supersede {changed:,} + refresh {total - changed:,}",
+                               "ref")))
+    print_reference(total, runs["ref"], "DataFrame.to_sql insert")
 
 
 def bench_candles(backend: Backend, n: int, repeat: int) -> None:
     half = n // 2
-    c = pd.concat([make_candles("EURUSD", half, seed=4),
-                   make_candles("XAUUSD", n - half, seed=5)], ignore_index=True)
+    c = pd.concat([candles_frame("EURUSD", periods=half, seed=4),
+                   candles_frame("XAUUSD", periods=n - half, seed=5)], ignore_index=True)
     end = T0 + pd.Timedelta(minutes=max(half, n - half) + 1)
     runs: dict[str, list[float]] = {"put": [], "again": [], "read": [], "ref_put": [],
                                     "ref_read": []}
@@ -206,19 +172,12 @@ def bench_candles(backend: Backend, n: int, repeat: int) -> None:
             s, rows = reference_read(store, "bench_ref_candles")
             assert rows == n, rows
             runs["ref_read"].append(s)
-    ref_put, ref_read = n / min(runs["ref_put"]), n / min(runs["ref_read"])
     print(f"  candles: {n:,} one-minute rows over 2 symbols, best of {repeat}")
-    for step, what, ref in (("put", "put into empty store", ref_put),
-                            ("again", "unchanged put", ref_put),
-                            ("read", "read all", ref_read)):
-        best = min(runs[step])
-        rate = n / best
-        print(f"    {what:<38} {best:7.3f} s  {rate:>11,.0f} rows/s  "
-              f"{rate / ref:5.2f}x reference")
-    print(f"    {'reference: DataFrame.to_sql insert':<38} {min(runs['ref_put']):7.3f} s  "
-          f"{ref_put:>11,.0f} rows/s")
-    print(f"    {'reference: read_sql_query SELECT *':<38} {min(runs['ref_read']):7.3f} s  "
-          f"{ref_read:>11,.0f} rows/s")
+    print_steps(n, runs, (("put", "put into empty store", "ref_put"),
+                          ("again", "unchanged put", "ref_put"),
+                          ("read", "read all", "ref_read")))
+    print_reference(n, runs["ref_put"], "DataFrame.to_sql insert")
+    print_reference(n, runs["ref_read"], "read_sql_query SELECT *")
 
 
 def main() -> None:
@@ -236,8 +195,8 @@ def main() -> None:
             backend = Backend(url, Path(tmp))
             try:
                 with backend.fresh() as store:  # warm-up: imports (pandera, alembic), pools
-                    store.upsert_audits(make_audits(10))
-                    store.put_candles(make_candles("EURUSD", 100, seed=0))
+                    store.upsert_audits(audit_frame(10))
+                    store.put_candles(candles_frame(periods=100))
                 print(f"{backend.name}:")
                 bench_audits(backend, args.audits, args.repeat)
                 bench_candles(backend, args.candles, args.repeat)
