@@ -150,9 +150,11 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def worker_pool() -> ThreadPoolExecutor:
-    """Two worker threads for the parts of a labeling call that mostly run without the GIL
+    """Two worker threads for the parts of a labeling call that run beside the main thread
     (candle validation, block hashing, half of the compiled settling), made once per process
-    (a forked child cannot use its parent's). Their tasks never wait on each other."""
+    (a forked child cannot use its parent's). Their tasks never wait on each other. Only
+    hashing and settling release the GIL for long; candle validation shares it with the
+    insight checks (see api.label_outcomes)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         heap.keep_freed_memory()  # a labeling process: keep the arrays' pages between calls
