@@ -41,10 +41,8 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if n < 4096 or not _few_runs(series.iloc[:1024]):  # (unsorted ids or sides: no runs)
         return pd.factorize(series, use_na_sentinel=True)
     run_values, run_lengths = None, None
-    arrow = getattr(series.array, "__arrow_array__", None)
-    if arrow is not None:
-        chunked = arrow()
-        whole = chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
+    whole = arrow_array(series)
+    if whole is not None:
         if len(whole) == n and whole.null_count == 0:
             encoded = pc.run_end_encode(whole)
             ends = encoded.run_ends.to_numpy().astype(np.int64)
@@ -63,6 +61,15 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return pd.factorize(series, use_na_sentinel=True)
     run_codes, uniques = pd.factorize(run_values, use_na_sentinel=True)
     return np.repeat(run_codes, run_lengths), uniques
+
+
+def arrow_array(series: pd.Series) -> pa.Array | None:
+    """The pyarrow array behind an arrow-backed Series, in one chunk; None for other data
+    (numpy or Python objects, which arrow would have to copy)."""
+    if not isinstance(series.array, pd.arrays.ArrowExtensionArray):
+        return None
+    chunked = series.array.__arrow_array__()
+    return chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
 
 
 def _few_runs(head: pd.Series) -> bool:

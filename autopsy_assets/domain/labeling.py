@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from autopsy_assets.domain import heap, instruments, replay, settle
-from autopsy_assets.domain.arrays import distinct, filled, utc_index
+from autopsy_assets.domain.arrays import arrow_array, distinct, filled, utc_index
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 from autopsy_assets.domain.walk import BlockTables, walk_sides
@@ -186,6 +186,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     def text(col):  # a text column, one value per row (validation's objects, not copied)
         return rep(col).astype(object, copy=False)
 
+    def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
+        column = insights["insight_id"]
+        if arrow_array(column) is None:
+            return text("insight_id")
+        return column.array if n_h == 1 else column.array.take(np.repeat(np.arange(n_ins), n_h))
+
     sym_codes, sym_uniq = coded("symbol")
     symbol = sym_uniq[sym_codes]
     side_codes, side_uniq = coded("side")
@@ -232,7 +238,6 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     exit_price, high_price, low_price, gap_pips = (np.full(N, np.nan) for _ in range(4))
     exit_time = np.full(N, settle.NAT, dtype=np.int64)
     review_reason = filled(N, "")
-    walked_tf = filled(N, "")
     hash_first_day = created - created % _DAY_NS
     hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
     group_id = np.full(N, -1, dtype=np.int64)
@@ -300,6 +305,8 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         group_id[rows] = chosen
 
     effective_now = sym_latest if now_ns is None else np.full(N, now_ns, dtype=np.int64)
+    # the timeframe each row walks ('' without candles: group -1 picks the last entry)
+    walked_tf = np.array([cs.timeframe for cs in sets] + [""], dtype=object)[group_id]
     data_until = np.minimum(effective_now, sym_latest)  # candles can only show what has arrived
 
     # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
@@ -314,18 +321,9 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     ambiguous = np.zeros(N, dtype=bool)  # both levels inside the deciding bar
     if len(rows):
         g = group_id[rows]
-        # rows by (set, created_at), so each set's candles are read front to back. One int64
-        # key (set in the high bits, created_at in microseconds) sorts 4x faster than lexsort;
-        # the order among equal keys does not matter (rows are independent)
-        since = (created[rows] - created[rows].min()) >> 10
-        order = (
-            np.argsort((g << 50) | since)
-            if since.max() < (1 << 50) and len(sets) < (1 << 12)
-            else np.lexsort((created[rows], g))
-        )
-        rows, g = rows[order], g[order]
+        rows = rows[_read_order(g, created[rows])]
+        g = group_id[rows]
         set_bar = np.array([cs.bar_ns for cs in sets], dtype=np.int64)
-        walked_tf[rows] = np.array([cs.timeframe for cs in sets], dtype=object)[g]
         bar_of_row[rows] = set_bar[g]
         # holes are measured in bars of the insight's timeframe (the walked one's when it has
         # none); each set keeps, per distinct threshold, the bars preceded by a longer gap
@@ -418,9 +416,11 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
     status_codes, status_uniq = coded("status")
     status = text("status")
-    replay_outcome = outcome.copy()
+    replay_outcome = outcome  # (the audit's outcome differs only for filtered insights)
     filtered = (status_uniq == "filtered")[status_codes]
-    outcome = np.where(filtered, "filtered_out", outcome)
+    if filtered.any():
+        outcome = outcome.copy()
+        outcome[filtered] = "filtered_out"
 
     # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
     inv_rules, first_of_rule = distinct(rule_idx)
@@ -451,12 +451,14 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     created_at = utc_index(created)  # (also the window's start)
     out = _frame(
         {
-            "insight_id": text("insight_id"),
+            "insight_id": ids(),
             "horizon": horizon,
             "symbol": symbol,
             "side": text("side"),
             "strategy": text("strategy"),
-            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf),
+            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf)
+            if (tf_uniq == "").any()
+            else ins_tf,
             "candle_timeframe": walked_tf,
             "status": status,
             "user_id": text("user_id"),
@@ -497,6 +499,26 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     )
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
+
+
+def _read_order(group: np.ndarray, created: np.ndarray) -> np.ndarray:
+    """An order of rows by (candle set, created_at), so each set's candles are read front to
+    back; the order among rows created within the same ~69 s does not matter (rows are
+    independent, only the memory reads follow it).
+
+    The set, the time and the row's position are packed in one int64 and sorted by value:
+    ~1.3x faster than argsort on a (set, time) key and ~5x faster than lexsort, which remains
+    for keys that do not fit.
+    """
+    n = len(group)
+    since = (created - created.min()) >> 36  # units of 2**36 ns (~69 s)
+    row_bits, time_bits = max(n - 1, 1).bit_length(), int(since.max()).bit_length()
+    set_bits = max(int(group.max()), 1).bit_length()
+    if row_bits + time_bits + set_bits > 63:
+        return np.lexsort((created, group))
+    packed = (group << (time_bits + row_bits)) | (since << row_bits) | np.arange(n)
+    packed.sort()
+    return packed & ((1 << row_bits) - 1)
 
 
 def _refine_ambiguous(

@@ -6,6 +6,8 @@ accepts and returns, what the audit store persists, and what the loaders validat
 
 from __future__ import annotations
 
+import pandas as pd
+
 HORIZONS: dict[str, int] = {"1H": 60, "4H": 240, "24H": 1440, "7D": 10080}  # minutes
 TIMEFRAMES: dict[str, int] = {
     "1m": 1,
@@ -101,6 +103,21 @@ def _pandera():
     return pa
 
 
+def _text_ids(pa, **kwargs):
+    """The insight ids: text, as object strings or pandas' arrow-backed `str` (validation keeps
+    arrow-backed ids as they came, see validation._unique_text_ids)."""
+    return pa.Column(
+        None,
+        pa.Check(
+            lambda s: pd.api.types.is_string_dtype(s.dtype)
+            and (s.dtype != object or pd.api.types.infer_dtype(s, skipna=False) == "string"),
+            element_wise=False,
+            name="text",
+        ),
+        **kwargs,
+    )
+
+
 def clean_candles_schema():
     pa = _pandera()
     price = pa.Column(float, pa.Check.gt(0))
@@ -124,7 +141,7 @@ def clean_insights_schema():
     pa = _pandera()
     return pa.DataFrameSchema(
         {
-            "insight_id": pa.Column(object, unique=True),
+            "insight_id": _text_ids(pa, unique=True),
             "created_at": pa.Column("datetime64[ns, UTC]"),
             "symbol": pa.Column(object),
             "side": pa.Column(object, pa.Check.isin(list(SIDES))),
@@ -142,7 +159,7 @@ def audits_schema():
     pct = pa.Column(float, pa.Check.ge(0), nullable=True)
     return pa.DataFrameSchema(
         {
-            "insight_id": pa.Column(object),
+            "insight_id": _text_ids(pa),
             "horizon": pa.Column(object, pa.Check.isin(list(HORIZONS))),
             "outcome": pa.Column(object, pa.Check.isin(list(OUTCOMES))),
             "replay_outcome": pa.Column(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,35 @@ def test_each_candle_gets_the_first_reason_it_fails_sorted_or_not(rows, reverse)
         reverse and len(clean) > 1
     )
     assert clean["symbol"].dtype == object and np.all(clean["symbol"] == "EURUSD")
+
+
+@pytest.mark.parametrize("dtype", [object, "str", pd.StringDtype("python")])
+def test_repeated_missing_and_empty_ids_are_named_whatever_the_text_dtype(dtype):
+    ids = pd.Series(["a", "b", "b", "", None, "c"], dtype=dtype)
+    frame = pd.DataFrame(
+        {"insight_id": ids, "created_at": T0, "symbol": "EURUSD", "side": "long",
+         "entry_price": 1.2, "stop_loss": 1.19, "take_profit": 1.21}
+    )
+    clean, quarantine = validate_insights(frame)
+    assert [(q["row"], q["reason"]) for q in quarantine] == [
+        (1, "insight_id b appears 2 times; none of them is labeled"),
+        (2, "insight_id b appears 2 times; none of them is labeled"),
+        (3, "row 3: insight_id is missing"),
+        (4, "row 4: insight_id is missing"),
+    ]
+    assert list(clean["insight_id"]) == ["a", "c"]
+
+
+@pytest.mark.parametrize("dtype", [object, "str"])
+def test_unique_ids_are_checked_without_a_python_string_per_arrow_id(dtype):
+    frame = pd.DataFrame(
+        {"insight_id": pd.Series(["x", "", "z"], dtype=dtype), "created_at": T0,
+         "symbol": "EURUSD", "side": "short", "entry_price": 1.2}
+    )
+    clean, quarantine = validate_insights(frame)
+    assert [(q["row_id"], q["reason"]) for q in quarantine] == [
+        ("row 1", "row 1: insight_id is missing")
+    ]
+    assert list(clean["insight_id"]) == ["x", "z"]
+    # arrow-backed ids stay arrow-backed (no object copy); object ids stay objects
+    assert (clean["insight_id"].dtype == object) == (dtype is object)
