@@ -328,7 +328,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         # holes are measured in bars of the insight's timeframe (the walked one's when it has
         # none); each set keeps, per distinct threshold, the bars preceded by a longer gap
         hole_ns = np.where(ins_bar_ns[rows] == 0, set_bar[g], ins_bar_ns[rows]) * HOLE_BARS
-        thr_code, thr_first = distinct(hole_ns)
+        thr_code, thr_first = distinct(hole_ns // _MIN_NS)  # (whole minutes: a small range)
         thresholds = hole_ns[thr_first].tolist()
         gap_lists = [
             cs.gap_bar[cs.gap_ns > t] + bounds[k] for k, cs in enumerate(sets) for t in thresholds
@@ -626,12 +626,16 @@ def _block_identity(
         blocks["symbol"].to_numpy(dtype=object),
         blocks["timeframe"].to_numpy(dtype=object),
     )
-    # one int64 key per (set, first day, last day): days since 1970 fit in 20 bits each
-    key = (group_id[use] << 40) | ((first_day[use] // _DAY_NS) << 20) | (last_ns[use] // _DAY_NS)
+    # one int64 key per (set, first day, last day), days counted from the first of them: the
+    # keys span a small range, which distinct() codes without hashing
+    first_d, last_d = first_day[use] // _DAY_NS, last_ns[use] // _DAY_NS
+    base = min(int(first_d.min()), int(last_d.min()))
+    span = max(int(first_d.max()), int(last_d.max())) - base + 1
+    key = (group_id[use] * span + (first_d - base)) * span + (last_d - base)
     codes, first = distinct(key)
-    uniq = key[first]
-    g_of, a_of, b_of = uniq >> 40, ((uniq >> 20) & 0xFFFFF) * _DAY_NS, (uniq & 0xFFFFF) * _DAY_NS
-    joined = filled(len(uniq), "")
+    g_of, days_of = np.divmod(key[first], span * span)
+    a_of, b_of = ((np.divmod(days_of, span)[k] + base) * _DAY_NS for k in (0, 1))
+    joined = filled(len(first), "")
     for g in np.unique(g_of).tolist():  # per candle set: its blocks, found by day for all keys
         cs = sets[g]
         mine = (key_sym == cs.symbol) & (key_tf == cs.timeframe)

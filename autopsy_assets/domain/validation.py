@@ -179,6 +179,7 @@ def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
     return parsed.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
 
 
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 _CLEAN_INSIGHT_ORDER = (
     "insight_id", "created_at", "symbol", "side", "entry_price", "stop_loss", "take_profit",
     "timeframe", "status", "fill_price", "ai_score", "confidence", "truth_index", "strategy",
@@ -303,31 +304,38 @@ def validate_insights_coded(
     )
     good = np.flatnonzero(~bad)
     n_good = len(good)
+    everyone = n_good == n  # the common case: the clean columns are the checked ones, no copies
+    keep = (lambda a: a) if everyone else (lambda a: a[good])  # noqa: E731
+    # (prices may be views of the caller's frame: copied, so editing it later changes nothing)
+    own = (lambda a: a.copy()) if everyone else (lambda a: a[good])  # noqa: E731
     # object columns of shared strings (no per-row arrow string copies); one block per column
     obj = lambda a: pd.Series(a, dtype=object, copy=False)  # noqa: E731
     columns = {
         # arrow-backed ids stay arrow (one Python string per id would cost more than the rest
         # of the insight checks); a clean batch keeps the caller's array as it is
         "insight_id": obj(ids[good]) if isinstance(ids, np.ndarray)
-        else pd.Series(ids if len(good) == n else ids.take(good), copy=False),
-        "created_at": utc_index(created_ns[good]),
-        "entry_price": entry[good],
-        "stop_loss": sl[good],
-        "take_profit": tp[good],
+        else pd.Series(ids if everyone else ids.take(good), copy=False),
+        "created_at": df["created_at"]
+        if everyone and df["created_at"].dtype == _UTC_NS
+        else utc_index(created_ns[good]),
+        "entry_price": own(entry),
+        "stop_loss": own(sl),
+        "take_profit": own(tp),
     }
     for col in ("fill_price", "ai_score", "confidence", "truth_index"):
-        columns[col] = levels[col][good]
+        columns[col] = own(levels[col])
     codes = {
-        "symbol": _compact_codes(sym_codes[good], sym_table),
-        "side": _compact_codes(side_codes[good], side_table),
-        "timeframe": _compact_codes(tf_codes[good], tf_table),
-        "status": _compact_codes(st_codes[good], st_table),
+        "symbol": _compact_codes(keep(sym_codes), sym_table),
+        "side": _compact_codes(keep(side_codes), side_table),
+        "timeframe": _compact_codes(keep(tf_codes), tf_table),
+        "status": _compact_codes(keep(st_codes), st_table),
     }
     for col in ("strategy", "user_id"):
         c, table = _factor_text(df[col]) if col in df else (np.zeros(n, np.int64), np.array([""]))
-        codes[col] = _compact_codes(c[good], table.astype(object))
+        codes[col] = _compact_codes(keep(c), table.astype(object))
     for col, (c, table) in codes.items():
-        columns[col] = obj(table[c])
+        # one value (an absent optional column, one symbol...): references, not a lookup
+        columns[col] = obj(filled(n_good, table[0]) if len(table) == 1 else table[c])
     columns["patterns"] = obj(
         df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else filled(n_good, "")
     )

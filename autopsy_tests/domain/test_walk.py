@@ -86,11 +86,25 @@ def test_run_factorize_equals_pandas(values, repeat, arrow):
     assert list(np.asarray(uniques, dtype=object)) == list(np.asarray(want_uniques, dtype=object))
 
 
-def test_distinct_codes_and_first_rows():
-    values = np.array([7, 3, 7, 9, 3, 3, 11, 9])
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-5, 40), min_size=1, max_size=60),
+    st.sampled_from([1, 10**12]),  # a small range (coded by value) and a huge one (hashed)
+)
+def test_distinct_groups_equal_values_and_names_one_row_of_each(values, scale):
+    values = np.array(values, dtype=np.int64) * scale
     codes, first = distinct(values)
-    assert codes.tolist() == [0, 1, 0, 2, 1, 1, 3, 2]
-    assert first.tolist() == [0, 1, 3, 6]
+    # one code per distinct value, numbered 0..k-1, and a representative row of each
+    assert sorted(set(codes.tolist())) == list(range(len(set(values.tolist()))))
+    assert len(first) == len(set(values.tolist()))
+    assert np.array_equal(values[first][codes], values)
+    for a in range(len(values)):  # equal values, equal codes; different values, different ones
+        assert ((values == values[a]) == (codes == codes[a])).all()
+
+
+def test_distinct_of_nothing():
+    codes, first = distinct(np.array([], dtype=np.int64))
+    assert len(codes) == 0 and len(first) == 0
 
 
 def test_filled_shares_one_object():
