@@ -74,6 +74,38 @@ def normalise_rules(rules) -> pd.DataFrame:
     records = (
         rules_as_records(rules) if isinstance(rules, pd.DataFrame) else [dict(r) for r in rules]
     )
+    key = _content_key(records)
+    done = _NORMALISED.get(key)
+    if done is None:
+        done = _normalise_records(records)
+        if len(_NORMALISED) >= 16:  # a few rule sets are in use at a time; forget the oldest
+            _NORMALISED.pop(next(iter(_NORMALISED)), None)
+        _NORMALISED[key] = done
+    return done.copy(deep=False)  # (copy-on-write: what the caller edits is its own)
+
+
+# rule sets normalised before, by content: every labeling call normalises its rules, mostly the
+# same few, and a frame's worth of pandas machinery costs more than the labeling of a small batch
+_NORMALISED: dict[tuple, pd.DataFrame] = {}
+
+
+def _content_key(records: list[dict]) -> tuple:
+    """The rules' content, hashable: each value with its type (1, 1.0, True and '1' normalise
+    differently), NaN as one marker (NaN != NaN would miss every time)."""
+
+    def part(v):
+        if isinstance(v, float) and math.isnan(v):
+            return ("nan",)
+        try:
+            hash(v)
+        except TypeError:
+            return (type(v).__name__, repr(v))
+        return (type(v).__name__, v)
+
+    return tuple(tuple((k, part(v)) for k, v in r.items()) for r in records)
+
+
+def _normalise_records(records: list[dict]) -> pd.DataFrame:
     if not records:
         raise RuleError("no labeling rules given")
     if not any("rule_id" in r for r in records):

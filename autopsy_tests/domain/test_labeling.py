@@ -328,6 +328,22 @@ def test_bad_rules_are_refused_naming_the_rule():
         normalise_rules([{"rule_id": 1}, {"rule_id": 1}])
 
 
+def test_rules_normalised_again_come_out_the_same_and_each_caller_edits_its_own_copy():
+    given = [{"rule_id": 3, "success_rr_ratio": 2, "fail_sl_pips": float("nan"), "notes": 1},
+             {"rule_id": 4, "symbol": " eurusd ", "success_tp_pips": 10, "notes": True}]
+    first = normalise_rules(given)
+    first.loc[0, "success_rr_ratio"] = 99.0  # the caller's own copy
+    again = normalise_rules([dict(r) for r in given])
+    assert again["success_rr_ratio"].tolist()[0] == 2.0 and again["symbol"].tolist()[1] == "EURUSD"
+    # values that compare equal but normalise differently are told apart by their type
+    assert again["notes"].tolist() == ["1", "True"]
+    assert normalise_rules([{**given[0], "notes": True}, given[1]])["notes"].tolist()[0] == "True"
+    # a bad rule is refused every time, not only the first
+    for _ in range(2):
+        with pytest.raises(RuleError, match="rule 7: fail_sl_pips"):
+            normalise_rules([{"rule_id": 7, "fail_sl_pips": -3}])
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 
