@@ -69,7 +69,10 @@ def arrow_array(series: pd.Series) -> pa.Array | None:
     if not isinstance(series.array, pd.arrays.ArrowExtensionArray):
         return None
     chunked = series.array.__arrow_array__()
-    return chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
+    if not isinstance(chunked, pa.ChunkedArray):
+        return chunked
+    # (combine_chunks copies even a single chunk: 265,000 symbols cost a millisecond)
+    return chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
 
 
 def _few_runs(head: pd.Series) -> bool:
