@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from autopsy_assets.domain import heap, instruments, replay, settle
 from autopsy_assets.domain.arrays import arrow_array, distinct, filled, utc_index
@@ -183,14 +184,21 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             by_row, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
         return (by_row if n_h == 1 else np.repeat(by_row, n_h)), np.asarray(uniques, dtype=object)
 
-    def text(col):  # a text column, one value per row (validation's objects, not copied)
-        return rep(col).astype(object, copy=False)
+    def text(col):
+        """A text column, one value per row, as an array of its own: built from the codes
+        validation found (one value: references to it), else validation's objects."""
+        if col not in codes:
+            return rep(col).astype(object, copy=False)
+        by_row, uniques = coded(col)
+        return filled(len(by_row), uniques[0]) if len(uniques) == 1 else uniques[by_row]
 
     def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
         column = insights["insight_id"]
         if arrow_array(column) is None:
             return text("insight_id")
-        return column.array if n_h == 1 else column.array.take(np.repeat(np.arange(n_ins), n_h))
+        if n_h == 1:  # a new wrapper of the immutable arrow data (edits stay in the output)
+            return column.array.copy()
+        return column.array.take(np.repeat(np.arange(n_ins), n_h))
 
     sym_codes, sym_uniq = coded("symbol")
     symbol = sym_uniq[sym_codes]
@@ -586,20 +594,30 @@ def _refine_ambiguous(
 
 
 def _frame(columns: dict) -> pd.DataFrame:
-    """A DataFrame whose text columns stay object arrays of shared Python strings.
+    """A DataFrame of the given columns, each taken as it is, in a block of its own.
 
-    Letting pandas 3 infer its arrow-backed `str` dtype would copy every long, repeated string
-    (rule snapshots, block lists) per row: most of the time of a large batch.
+    The arrays are the labeling call's own (nothing else refers to them), so pandas' checks and
+    inference are skipped: built through the normal constructor, the text columns would have to
+    be wrapped to stay object arrays of shared Python strings (pandas 3 infers its arrow-backed
+    `str` dtype and copies every long, repeated string, rule snapshots and block lists, per
+    row), and the frame cost ~10x more to build.
     """
-    return pd.DataFrame(
-        {
-            k: pd.Series(v, dtype=object, copy=False)
-            if isinstance(v, np.ndarray) and v.dtype == object
-            else v
-            for k, v in columns.items()
-        },
-        copy=False,  # one block per column: consolidating 40 columns copies them all
-    )
+    blocks, seen = [], set()
+    for i, values in enumerate(columns.values()):
+        if isinstance(values, pd.Index):
+            values = values.array
+        # a copy where two columns would share one array (window_start is created_at: an edit
+        # of one must not show in the other) or where the array is a read-only view of the
+        # clean insights (the caller could not edit the column)
+        shared = id(values) in seen
+        seen.add(id(values))
+        if shared or (isinstance(values, np.ndarray) and not values.flags.writeable):
+            values = values.copy()
+        blocks.append(
+            (values.reshape(1, -1) if isinstance(values, np.ndarray) else values, np.array([i]))
+        )
+    n = len(next(iter(columns.values())))
+    return create_dataframe_from_blocks(blocks, pd.RangeIndex(n), pd.Index(list(columns)))
 
 
 def _block_identity(

@@ -344,6 +344,28 @@ def test_rules_normalised_again_come_out_the_same_and_each_caller_edits_its_own_
             normalise_rules([{"rule_id": 7, "fail_sl_pips": -3}])
 
 
+@pytest.mark.parametrize("id_dtype", [object, "str"])
+def test_editing_the_audits_changes_neither_another_column_nor_the_callers_insights(id_dtype):
+    """The audit frame is built from the engine's arrays as they are: no two columns share
+    one, and none is the caller's (arrow-backed ids are kept, but in a wrapper of their own)."""
+    ins = pd.concat([insight(), insight(insight_id="I2", side="short", stop_loss=1.2020,
+                                        take_profit=1.1960)], ignore_index=True)
+    ins["insight_id"] = ins["insight_id"].astype(id_dtype)
+    given = ins.copy(deep=True)
+    out = label_outcomes(ins, bars([FLAT] * 30), horizons=("4H",), rules=[RULE])
+    before = out.copy(deep=True)
+    edits = {"insight_id": "X", "outcome": "edited", "created_at": T0 - pd.Timedelta(days=9),
+             "entry_price": 9.0, "needs_review_reason": "edited", "rule_hash": "edited"}
+    for column, value in edits.items():
+        out.loc[0, column] = value
+    for column in out.columns:
+        want = before[column].copy()
+        if column in edits:
+            want.iloc[0] = value = edits[column]
+        pd.testing.assert_series_equal(out[column], want, check_dtype=False, obj=column)
+    pd.testing.assert_frame_equal(ins, given)
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 
