@@ -148,6 +148,9 @@ def label(
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
+# the share of a large batch's rows the main thread settles itself; a worker settles the rest
+# while the main thread first builds the columns the walk does not change
+_MAIN_SHARE = 0.4
 
 
 def worker_pool() -> ThreadPoolExecutor:
@@ -241,6 +244,34 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         )),
         stop, target, band, adverse_limit,
     )  # fmt: skip
+
+    def known_columns() -> dict:
+        """The audit columns the walk does not change: built on the main thread while a
+        worker settles its share of the rows (the walk releases the GIL; this glue needs it)."""
+        status_codes, status_uniq = coded("status")
+        # identity: one rule hash per rule used, broadcast
+        inv_rules, first_of_rule = distinct(rule_idx)
+        snapshots = [rule_snapshot(rule_records[rule_idx[i]]) for i in first_of_rule]
+        created_at = utc_index(created)
+        return {
+            "insight_id": ids(),
+            "side": text("side"),
+            "strategy": text("strategy"),
+            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf)
+            if (tf_uniq == "").any()
+            else ins_tf,
+            "status": text("status"),
+            "user_id": text("user_id"),
+            "user_acted": rep("user_acted").astype(bool, copy=False),
+            "created_at": created_at,
+            "window_start": created_at,
+            "window_end": utc_index(win_end),
+            "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
+            "rule_snapshot": np.asarray(snapshots, dtype=object)[inv_rules],
+            "rule_hash": np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules],
+            "filtered": (status_uniq == "filtered")[status_codes],
+            "inv_rules": inv_rules,
+        }
 
     # outputs
     exit_price, high_price, low_price, gap_pips = (np.full(N, np.nan) for _ in range(4))
@@ -358,21 +389,25 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             hash_last_ns,
         )
         gap_list = g * len(thresholds) + thr_code
-        # rows are independent and the kernel releases the GIL: two halves on two threads
-        # write disjoint rows of the same outputs (a small batch is not worth a thread)
-        half = len(rows) // 2 if len(rows) >= 4096 else len(rows)
+        # rows are independent and the kernel releases the GIL: a worker settles the larger
+        # share while this thread builds the columns the walk does not change, then settles
+        # the rest; both write disjoint rows of the same outputs (a small batch stays here)
+        mine = int(len(rows) * _MAIN_SHARE) if len(rows) >= 4096 else len(rows)
         other = (
             worker_pool().submit(
                 settle.settle, *candle_args,
-                rows[half:], g[half:], hole_ns[half:], gap_list[half:], *row_args,
+                rows[mine:], g[mine:], hole_ns[mine:], gap_list[mine:], *row_args,
             )
-            if half < len(rows)
+            if mine < len(rows)
             else None
         )
-        settle.settle(*candle_args, rows[:half], g[:half], hole_ns[:half], gap_list[:half],
+        known = known_columns()
+        settle.settle(*candle_args, rows[:mine], g[:mine], hole_ns[:mine], gap_list[:mine],
                       *row_args)
         if other is not None:
             other.result()
+    else:
+        known = known_columns()
     outcome = _OUTCOMES[outcome_code]
     exit_reason = _EXIT_REASONS[reason_code]
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
@@ -422,19 +457,14 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         pnl_pct, max_dd, max_fav, duration, rr_actual, slippage,
     )  # fmt: skip
 
-    status_codes, status_uniq = coded("status")
-    status = text("status")
     replay_outcome = outcome  # (the audit's outcome differs only for filtered insights)
-    filtered = (status_uniq == "filtered")[status_codes]
+    filtered = known.pop("filtered")
     if filtered.any():
         outcome = outcome.copy()
         outcome[filtered] = "filtered_out"
 
-    # identity: rule hash per rule, candle blocks per (set, first day, last day), broadcast
-    inv_rules, first_of_rule = distinct(rule_idx)
-    snapshots = [rule_snapshot(rule_records[rule_idx[i]]) for i in first_of_rule]
-    rule_snap_col = np.asarray(snapshots, dtype=object)[inv_rules]
-    rule_hash_col = np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules]
+    # identity: candle blocks per (set, first day, last day), broadcast
+    inv_rules, rule_hash_col = known.pop("inv_rules"), known["rule_hash"]
     blocks = hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         blocks, sets, group_id, hash_first_day, hash_last_ns
@@ -456,55 +486,38 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
     )[pair_codes]
 
-    created_at = utc_index(created)  # (also the window's start)
-    out = _frame(
-        {
-            "insight_id": ids(),
-            "horizon": horizon,
-            "symbol": symbol,
-            "side": text("side"),
-            "strategy": text("strategy"),
-            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf)
-            if (tf_uniq == "").any()
-            else ins_tf,
-            "candle_timeframe": walked_tf,
-            "status": status,
-            "user_id": text("user_id"),
-            "user_acted": rep("user_acted").astype(bool, copy=False),
-            "created_at": created_at,
-            "outcome": outcome,
-            "replay_outcome": replay_outcome,
-            "exit_reason": exit_reason,
-            "entry_price": entry,
-            "stop_price": stop,
-            "target_price": target,
-            "exit_price": exit_price,
-            "exit_time": utc_index(exit_time),
-            "high_price": high_price,
-            "low_price": low_price,
-            "pnl_pct": pnl_pct,
-            "max_drawdown": max_dd,
-            "max_favorable": max_fav,
-            "duration_minutes": duration,
-            "risk_reward_actual": rr_actual,
-            "slippage_pips": slippage,
-            "gap_pips": gap_pips,
-            "ambiguous": ambiguous,
-            "needs_review": replay_outcome == "needs_review",
-            "needs_review_reason": review_reason,
-            "window_start": created_at,
-            "window_end": utc_index(win_end),
-            "candles_until": utc_index(
-                np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
-            ),
-            "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
-            "rule_snapshot": rule_snap_col,
-            "rule_hash": rule_hash_col,
-            "candles_hash": candles_hash_col,
-            "candle_blocks": blocks_col,
-            "snapshot_hash": snap_hash,
-        }
-    )
+    computed = {
+        "horizon": horizon,
+        "symbol": symbol,
+        "candle_timeframe": walked_tf,
+        "outcome": outcome,
+        "replay_outcome": replay_outcome,
+        "exit_reason": exit_reason,
+        "entry_price": entry,
+        "stop_price": stop,
+        "target_price": target,
+        "exit_price": exit_price,
+        "exit_time": utc_index(exit_time),
+        "high_price": high_price,
+        "low_price": low_price,
+        "pnl_pct": pnl_pct,
+        "max_drawdown": max_dd,
+        "max_favorable": max_fav,
+        "duration_minutes": duration,
+        "risk_reward_actual": rr_actual,
+        "slippage_pips": slippage,
+        "gap_pips": gap_pips,
+        "ambiguous": ambiguous,
+        "needs_review": replay_outcome == "needs_review",
+        "needs_review_reason": review_reason,
+        "candles_until": utc_index(
+            np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
+        ),
+        "candles_hash": candles_hash_col,
+        "candle_blocks": blocks_col,
+        "snapshot_hash": snap_hash,
+    }
+    out = _frame({c: known[c] if c in known else computed[c] for c in AUDIT_COLUMNS})
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
 
