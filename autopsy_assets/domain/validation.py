@@ -127,17 +127,31 @@ def _factor_text(
     done on the uniques and broadcast by code, never per row. Missing values become ''.
     """
     codes, uniques = factorize(series)
-    u = pd.Series(np.asarray(uniques, dtype=object), dtype=object, copy=False)
-    if pd.api.types.infer_dtype(u, skipna=False) != "string":  # (50,000 ids: skip a copy)
-        u = u.astype(str)
-    if strip:
-        u = u.str.strip()
-    if lower:
-        u = u.str.lower()
-    if upper:
-        u = u.str.upper()
-    table = np.append(u.to_numpy(dtype=object), "")  # code -1 (missing) -> ''
-    return np.where(codes < 0, len(table) - 1, codes), table
+    uniques = np.asarray(uniques, dtype=object)
+    if len(uniques) <= 64:  # a handful (symbols, sides): plain str methods, no pandas per call
+        values = [str(v) for v in uniques.tolist()]
+        if strip:
+            values = [v.strip() for v in values]
+        if lower:
+            values = [v.lower() for v in values]
+        if upper:
+            values = [v.upper() for v in values]
+        table = np.empty(len(values) + 1, dtype=object)
+        table[:-1] = values
+    else:
+        u = pd.Series(uniques, dtype=object, copy=False)
+        if pd.api.types.infer_dtype(u, skipna=False) != "string":  # (50,000 ids: skip a copy)
+            u = u.astype(str)
+        if strip:
+            u = u.str.strip()
+        if lower:
+            u = u.str.lower()
+        if upper:
+            u = u.str.upper()
+        table = np.empty(len(u) + 1, dtype=object)
+        table[:-1] = u.to_numpy(dtype=object)
+    table[-1] = ""  # code -1 (missing) -> ''
+    return (np.where(codes < 0, len(table) - 1, codes) if (codes < 0).any() else codes), table
 
 
 def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
