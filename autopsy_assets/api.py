@@ -82,10 +82,11 @@ def label_outcomes(
     # hold the GIL for their pandas glue, so they overlap only in part: one after the other,
     # a 50,000-insight call took ~30% longer (benchmarks/bench_labeling.py data)
     candle_check = labeling.worker_pool().submit(validate_candle_runs, candles, instruments_path)
-    clean_insights, q_ins, codes = validate_insights_coded(insights, instruments_path)
+    clean_insights, q_ins, codes = validate_insights_coded(insights, instruments_path, False)
+    n_clean = len(clean_insights["created_at"])
     clean_candles, q_can, notes, candle_runs = candle_check.result()
     quarantine = Quarantine(q_ins) + q_can
-    if clean_insights.empty and len(insights):
+    if not n_clean and len(insights):
         raise InputError(
             f"no valid insight left: all {len(insights)} rows were rejected "
             f"(first: {q_ins[0]['row_id']}: {q_ins[0]['reason']})"
@@ -95,7 +96,7 @@ def label_outcomes(
             f"no valid candle left: all {len(candles)} rows were rejected "
             f"(first: {q_can[0]['row_id']}: {q_can[0]['reason']})"
         )
-    if clean_insights.empty:
+    if not n_clean:
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
     else:
         result = labeling.label(

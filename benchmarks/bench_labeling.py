@@ -133,7 +133,9 @@ def main() -> None:
             runs.append(time.perf_counter() - t0)
         return min(runs), value
 
-    t_vi, (clean_ins, _, codes) = best(lambda: validation.validate_insights_coded(insights))
+    t_vi, (clean_ins, _, codes) = best(
+        lambda: validation.validate_insights_coded(insights, frame=False)
+    )
     t_vc, (clean_c, _, _, runs) = best(lambda: validation.validate_candle_runs(candles))
     t_bh, _ = best(lambda: block_hashes(clean_c, runs))
     t_lb, _ = best(lambda: labeling.label(

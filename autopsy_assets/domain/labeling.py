@@ -128,7 +128,8 @@ def label(
     candle_runs: np.ndarray | None = None,
     codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
-    """Label clean insights (validation.validate_insights) on clean candles (validate_candles).
+    """Label clean insights (validation.validate_insights, or the columns and codes of
+    validate_insights_coded(frame=False)) on clean candles (validate_candles).
 
     One row per insight x horizon with the columns of schemas.AUDIT_COLUMNS. ``rules`` is a
     normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
@@ -171,11 +172,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     unknown = [h for h in horizons if h not in HORIZONS]
     if unknown:
         raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
-    n_ins, n_h = len(insights), len(horizons)
+    n_ins, n_h = len(insights["created_at"]), len(horizons)
     N = n_ins * n_h
 
     def rep(col):  # one row per insight x horizon
-        values = insights[col].to_numpy()
+        values = insights[col]  # (validation's dict holds arrays, a frame Series)
+        values = values.to_numpy() if isinstance(values, pd.Series) else values
         return values if n_h == 1 else np.repeat(values, n_h)
 
     def coded(col):
@@ -184,7 +186,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         if col in codes:
             by_row, uniques = codes[col]
         else:
-            by_row, uniques = pd.factorize(insights[col].to_numpy(dtype=object))
+            by_row, uniques = pd.factorize(np.asarray(insights[col], dtype=object))
         return (by_row if n_h == 1 else np.repeat(by_row, n_h)), np.asarray(uniques, dtype=object)
 
     def text(col):

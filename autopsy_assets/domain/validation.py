@@ -215,11 +215,16 @@ def validate_insights(
 
 
 def validate_insights_coded(
-    insights: pd.DataFrame, instruments_path: str | None = None
-) -> tuple[pd.DataFrame, Quarantine, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    insights: pd.DataFrame, instruments_path: str | None = None, frame: bool = True
+) -> tuple[pd.DataFrame | dict, Quarantine, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """`validate_insights`, plus the codes it found for the text columns of few values
     (symbol, side, timeframe, status, strategy, user_id): ``codes[col] = (code per clean row,
-    distinct values)``, so the labeling engine does not hash the same text again."""
+    distinct values)``, so the labeling engine does not hash the same text again.
+
+    ``frame=False``: the clean columns the labeling engine reads (insight_id, created_at,
+    the prices and scores, user_acted) as a dict instead of the whole clean frame; the text
+    columns are only in the codes.
+    """
     require_columns(insights, INSIGHT_REQUIRED, "insights")
     df = insights.reset_index(drop=True)
     n = len(df)
@@ -349,12 +354,6 @@ def validate_insights_coded(
     for col in ("strategy", "user_id"):
         c, table = _factor_text(df[col]) if col in df else (np.zeros(n, np.int64), np.array([""]))
         codes[col] = _compact_codes(keep(c), table.astype(object))
-    for col, (c, table) in codes.items():
-        # one value (an absent optional column, one symbol...): references, not a lookup
-        columns[col] = obj(filled(n_good, table[0]) if len(table) == 1 else table[c])
-    columns["patterns"] = obj(
-        df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else filled(n_good, "")
-    )
     if "user_acted" in df:
         acted = df["user_acted"].map(
             lambda v: str(v).strip().lower() in ("1", "true", "yes", "y", "t")
@@ -362,6 +361,14 @@ def validate_insights_coded(
         columns["user_acted"] = acted.to_numpy(dtype=bool)[good]
     else:
         columns["user_acted"] = ~np.isnan(columns["fill_price"])
+    if not frame:  # what the labeling engine reads; its text comes from the codes
+        return columns, quarantine, codes
+    for col, (c, table) in codes.items():
+        # one value (an absent optional column, one symbol...): references, not a lookup
+        columns[col] = obj(filled(n_good, table[0]) if len(table) == 1 else table[c])
+    columns["patterns"] = obj(
+        df["patterns"].to_numpy(dtype=object)[good] if "patterns" in df else filled(n_good, "")
+    )
     if "filled_at" in df:
         fa = pd.to_datetime(df["filled_at"], utc=True, errors="coerce", format="ISO8601")
         columns["filled_at"] = utc_index(fa.to_numpy(dtype="datetime64[ns]").view("int64")[good])
