@@ -247,9 +247,10 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         stop, target, band, adverse_limit,
     )  # fmt: skip
 
-    def known_columns() -> dict:
-        """The audit columns the walk does not change: built on the main thread while a
-        worker settles its share of the rows (the walk releases the GIL; this glue needs it)."""
+    def known_columns() -> tuple[dict, np.ndarray, np.ndarray]:
+        """The audit columns the walk does not change, which rows are filtered and each row's
+        rule code: built on the main thread while a worker settles its share of the rows (the
+        walk releases the GIL; this glue needs it)."""
         status_codes, status_uniq = coded("status")
         # identity: one rule hash per rule used, broadcast
         inv_rules, first_of_rule = distinct(rule_idx)
@@ -271,9 +272,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
             "rule_snapshot": np.asarray(snapshots, dtype=object)[inv_rules],
             "rule_hash": np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules],
-            "filtered": (status_uniq == "filtered")[status_codes],
-            "inv_rules": inv_rules,
-        }
+        }, (status_uniq == "filtered")[status_codes], inv_rules
 
     # outputs
     exit_price, high_price, low_price, gap_pips = (np.full(N, np.nan) for _ in range(4))
@@ -403,13 +402,13 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
             if mine < len(rows)
             else None
         )
-        known = known_columns()
+        known, filtered, inv_rules = known_columns()
         settle.settle(*candle_args, rows[:mine], g[:mine], hole_ns[:mine], gap_list[:mine],
                       *row_args)
         if other is not None:
             other.result()
     else:
-        known = known_columns()
+        known, filtered, inv_rules = known_columns()
     outcome = _OUTCOMES[outcome_code]
     exit_reason = _EXIT_REASONS[reason_code]
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
@@ -460,13 +459,12 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     )  # fmt: skip
 
     replay_outcome = outcome  # (the audit's outcome differs only for filtered insights)
-    filtered = known.pop("filtered")
     if filtered.any():
         outcome = outcome.copy()
         outcome[filtered] = "filtered_out"
 
     # identity: candle blocks per (set, first day, last day), broadcast
-    inv_rules, rule_hash_col = known.pop("inv_rules"), known["rule_hash"]
+    rule_hash_col = known["rule_hash"]
     blocks = hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         blocks, sets, group_id, hash_first_day, hash_last_ns
@@ -609,13 +607,13 @@ def _refine_ambiguous(
 
 
 def _frame(columns: dict) -> pd.DataFrame:
-    """A DataFrame of the given columns, each taken as it is, in a block of its own.
+    """A DataFrame of the given columns, each in a block of its own, taken as it is.
 
-    The arrays are the labeling call's own (nothing else refers to them), so pandas' checks and
-    inference are skipped: built through the normal constructor, the text columns would have to
-    be wrapped to stay object arrays of shared Python strings (pandas 3 infers its arrow-backed
-    `str` dtype and copies every long, repeated string, rule snapshots and block lists, per
-    row), and the frame cost ~10x more to build.
+    The arrays are the labeling call's own (copied here only where two columns would share one
+    or one is a read-only view), so pandas' checks and inference are skipped: through the
+    normal constructor the text columns would have to be wrapped to stay object arrays of
+    shared Python strings (pandas 3 infers its arrow-backed `str` dtype and copies every long,
+    repeated string, rule snapshots and block lists, per row), and the frame costs ~10x more.
     """
     blocks, seen = [], set()
     for i, values in enumerate(columns.values()):
@@ -667,7 +665,8 @@ def _block_identity(
     key = (group_id[use] * span + (first_d - base)) * span + (last_d - base)
     codes, first = distinct(key)
     g_of, days_of = np.divmod(key[first], span * span)
-    a_of, b_of = ((np.divmod(days_of, span)[k] + base) * _DAY_NS for k in (0, 1))
+    first_of, last_of = np.divmod(days_of, span)
+    a_of, b_of = (first_of + base) * _DAY_NS, (last_of + base) * _DAY_NS
     joined = filled(len(first), "")
     for g in np.unique(g_of).tolist():  # per candle set: its blocks, found by day for all keys
         cs = sets[g]

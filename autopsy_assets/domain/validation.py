@@ -331,10 +331,9 @@ def validate_insights_coded(
     obj = lambda a: pd.Series(a, dtype=object, copy=False)  # noqa: E731
     columns = {
         # arrow-backed ids stay arrow (one Python string per id would cost more than the rest
-        # of the insight checks); a clean batch keeps the caller's array as it is
+        # of the insight checks); a clean batch keeps the caller's immutable arrow data, in a
+        # wrapper of its own (editing the clean frame never edits the caller's)
         "insight_id": obj(ids[good]) if isinstance(ids, np.ndarray)
-        # (a new wrapper of the same immutable arrow data: editing the clean frame never
-        # edits the caller's)
         else pd.Series(ids.copy() if everyone else ids.take(good), copy=False),
         "created_at": df["created_at"]
         if everyone and df["created_at"].dtype == _UTC_NS

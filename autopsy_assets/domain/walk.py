@@ -20,7 +20,7 @@ import numpy as np
 
 # block widths, widest first, as powers of two (the walk uses shifts and masks): 256 and 16 bars
 SHIFTS = (8, 4)
-COARSE, FINE = 1 << SHIFTS[0], 1 << SHIFTS[-1]
+COARSE, FINE = (1 << k for k in SHIFTS)
 
 
 @numba.njit(cache=True, nogil=True)
