@@ -231,15 +231,16 @@ def validate_insights_coded(
     r = _Reasons(n)
     unique_ids = _unique_text_ids(df["insight_id"])
     if unique_ids is not None:  # the common case: text ids, none missing or repeated
-        ids, empty = unique_ids
-        r.add(empty, lambda i: f"row {i}: insight_id is missing")
+        (ids, empty), counts = unique_ids, None
     else:
         id_codes, id_table = _factor_text(df["insight_id"], strip=False)  # taken verbatim
         ids = id_table[id_codes]
-        r.add(ids == "", lambda i: f"row {i}: insight_id is missing")
+        empty = ids == ""
         counts = np.bincount(id_codes, minlength=len(id_table))[id_codes]
+    r.add(empty, lambda i: f"row {i}: insight_id is missing")
+    if counts is not None:
         r.add(
-            (counts > 1) & (ids != ""),
+            (counts > 1) & ~empty,
             lambda i: f"insight_id {ids[i]} appears {counts[i]} times; none of them is labeled",
         )
     created_ns = _parse_created_at(df["created_at"], r)
