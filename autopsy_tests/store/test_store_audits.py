@@ -2,8 +2,6 @@
 readiness, outcome summary (DESIGN.md 2a "Audit identity and snapshots")."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
@@ -12,6 +10,7 @@ import sqlalchemy as sa
 
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS
 from autopsy_assets.store import AuditStore
+from autopsy_tests.store.race import race
 
 T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")
 H1 = "1" * 64
@@ -230,23 +229,9 @@ def test_concurrent_writers_keep_one_current_row(db_url, make_audits) -> None:
     b = a.assign(outcome="failed", candles_hash=H1)
     stores = [AuditStore(db_url) for _ in range(2)]
     stores[0].migrate()
-    results: list[dict[str, int]] = []
-    errors: list[BaseException] = []
-    gate = threading.Barrier(2)
-
-    def run(store: AuditStore, frame: pd.DataFrame) -> None:
-        try:
-            gate.wait()
-            for _ in range(3):
-                results.append(store.upsert_audits(frame))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s, f)) for s, f in zip(stores, (a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    batches, errors = race(
+        [lambda s=s, f=f: [s.upsert_audits(f) for _ in range(3)] for s, f in zip(stores, (a, b))]
+    )
     for s in stores:
         s.close()
     assert not errors, errors
@@ -254,7 +239,7 @@ def test_concurrent_writers_keep_one_current_row(db_url, make_audits) -> None:
     assert all(n == 1 for *_, n in _current_per_key(check))
     assert len(_current_per_key(check)) == 100
     assert _rows(check) == 200
-    assert sum(r["inserted"] for r in results) >= 200
+    assert sum(r["inserted"] for batch in batches for r in batch) >= 200
     check.close()
 
 

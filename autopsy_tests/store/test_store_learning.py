@@ -4,7 +4,6 @@ explanations, the retrain-request audit trail, alias moves, A/B assignments (DES
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from autopsy_assets.domain import regimes as regimes_mod
 from autopsy_assets.store import AliasMoveConflict, AuditStore, TransitionConflict
 from autopsy_assets.store import db as store_db
+from autopsy_tests.store.race import race
 
 T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")
 H1 = "1" * 64
@@ -375,26 +375,19 @@ def test_racing_approve_and_reject_one_wins(db_url) -> None:
     won: list[tuple[int, str]] = []
     lost: list[BaseException] = []
     errors: list[BaseException] = []
+
+    def decide(store: AuditStore, k: int, to: str) -> tuple[int, str]:
+        store.record_transition(f"race-{k}", "pending_approval", to, "bob")
+        return k, to
+
     for k in range(rounds):
-        gate = threading.Barrier(2)
-
-        def decide(store: AuditStore, to: str, k: int = k, gate: threading.Barrier = gate
-                   ) -> None:
-            try:
-                gate.wait()
-                store.record_transition(f"race-{k}", "pending_approval", to, "bob")
-                won.append((k, to))
-            except TransitionConflict as exc:
-                lost.append(exc)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=decide, args=(s, to))
-                   for s, to in zip(stores, ("approved", "rejected"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results, raised = race([
+            lambda s=s, to=to, k=k: decide(s, k, to)
+            for s, to in zip(stores, ("approved", "rejected"))
+        ])
+        won += results
+        lost += [e for e in raised if isinstance(e, TransitionConflict)]
+        errors += [e for e in raised if not isinstance(e, TransitionConflict)]
     for s in stores:
         s.close()
     assert not errors, errors
@@ -442,23 +435,11 @@ def test_alias_moves_sequence_and_stale_expected_seq(store) -> None:
 def test_racing_alias_moves_serialise(db_url) -> None:
     stores = [AuditStore(db_url) for _ in range(2)]
     stores[0].record_alias_move("m", "champion", None, 1, "ops")
-    gate = threading.Barrier(2)
-    won: list[int] = []
-    lost: list[BaseException] = []
-
-    def move(store: AuditStore, to: int) -> None:
-        gate.wait()
-        try:
-            won.append(store.record_alias_move("m", "champion", 1, to, "ops", expected_seq=1))
-        except AliasMoveConflict as exc:
-            lost.append(exc)
-
-    threads = [threading.Thread(target=move, args=(s, v)) for s, v in zip(stores, (2, 3))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert won == [2] and len(lost) == 1
+    won, lost = race([
+        lambda s=s, to=to: s.record_alias_move("m", "champion", 1, to, "ops", expected_seq=1)
+        for s, to in zip(stores, (2, 3))
+    ])
+    assert won == [2] and len(lost) == 1 and isinstance(lost[0], AliasMoveConflict)
     assert stores[0].alias_moves("m")["seq"].tolist() == [1, 2]
     for s in stores:
         s.close()

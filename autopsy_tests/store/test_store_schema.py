@@ -1,7 +1,6 @@
 """Audit store: URLs, default location, Alembic migrations (idempotent, own version table)."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 
 from autopsy_assets.store import VERSION_TABLE, AuditStore, normalize_url
 from autopsy_assets.store import models
+from autopsy_tests.store.race import race
 
 T0 = pd.Timestamp("2024-03-04 00:00", tz="UTC")
 TABLES = {"candle_blocks", "candle_days", "insights", "labeling_rules", "audits", "quarantine",
@@ -119,22 +119,7 @@ def test_concurrent_first_migrations_serialise(backend: str, tmp_path: Path,
     url = (f"sqlite:///{tmp_path / 'audit.db'}" if backend == "sqlite"
            else request.getfixturevalue("pg_url"))
     stores = [AuditStore(url) for _ in range(3)]
-    gate = threading.Barrier(len(stores))
-    results: list[str] = []
-    errors: list[BaseException] = []
-
-    def run(store: AuditStore) -> None:
-        try:
-            gate.wait()
-            results.append(store.migrate())
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = race([s.migrate for s in stores])
     for s in stores:
         s.close()
     assert not errors, errors
