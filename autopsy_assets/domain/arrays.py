@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+UTC_NS = pd.DatetimeTZDtype("ns", "UTC")  # the one dtype autopsy keeps times in
+
+
 def utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
     """int64 ns since the epoch (NaT = int64 min) as a tz-aware UTC DatetimeIndex in ns."""
-    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize(
-        "UTC"
-    )
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]"), dtype=UTC_NS)
 
 
 def filled(n: int, value) -> np.ndarray:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from autopsy_assets.domain import instruments
 from autopsy_assets.domain.arrays import arrow_array as _arrow_array
-from autopsy_assets.domain.arrays import factorize, filled, utc_index
+from autopsy_assets.domain.arrays import UTC_NS, factorize, filled, utc_index
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
     INSIGHT_OPTIONAL,
@@ -193,7 +193,6 @@ def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
     return parsed.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
 
 
-_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 _CLEAN_INSIGHT_ORDER = (
     "insight_id", "created_at", "symbol", "side", "entry_price", "stop_loss", "take_profit",
     "timeframe", "status", "fill_price", "ai_score", "confidence", "truth_index", "strategy",
@@ -337,7 +336,7 @@ def validate_insights_coded(
         "insight_id": obj(ids[good]) if isinstance(ids, np.ndarray)
         else pd.Series(ids.copy() if everyone else ids.take(good), copy=False),
         "created_at": df["created_at"]
-        if everyone and df["created_at"].dtype == _UTC_NS
+        if everyone and df["created_at"].dtype == UTC_NS
         else utc_index(created_ns[good]),
         "entry_price": own(entry),
         "stop_loss": own(sl),
