@@ -659,19 +659,29 @@ def validate_candle_runs(
     kept_group = g if as_given else g[~drop]
     run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
     run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
+    def price(name: str, values: np.ndarray):
+        """A clean price column: the caller's own column when it is these very values (no
+        copy; pandas' copy-on-write keeps an edit of either frame out of the other), else the
+        checked array."""
+        if as_given and name in df and df[name].dtype == np.float64:
+            given = df[name]
+            if np.may_share_memory(values, given.to_numpy()):
+                return given
+        return take(values)
+
     clean = pd.DataFrame(
         {
             # categorical: 265,000 references to a handful of strings cost ~3 ms per column
             "symbol": _categorical(take(sym_codes), sym_table),
             "timeframe": _categorical(take(tf_codes), tf_table),
-            "ts": ts.array if as_given else utc_index(ts_ns[keep]),
-            "open": take(o),
-            "high": take(h),
-            "low": take(lo),
-            "close": take(c),
-            "volume": take(volume),
-            "spread": take(spread),
+            "ts": ts if as_given else utc_index(ts_ns[keep]),
+            "open": price("open", o),
+            "high": price("high", h),
+            "low": price("low", lo),
+            "close": price("close", c),
+            "volume": price("volume", volume),
+            "spread": price("spread", spread),
         },
-        copy=False,  # the arrays are fresh: no need to consolidate (copy) them into blocks
+        copy=False,  # no need to consolidate (copy) the columns into blocks
     )
     return clean, quarantine, tuple(notes), run_starts

@@ -145,3 +145,20 @@ def test_unique_ids_are_checked_without_a_python_string_per_arrow_id(dtype):
     assert list(clean["insight_id"]) == ["x", "z"]
     # arrow-backed ids stay arrow-backed (no object copy); object ids stay objects
     assert (clean["insight_id"].dtype == object) == (dtype is object)
+
+
+@pytest.mark.parametrize("column, value", [("open", 9.0), ("spread", 0.5),
+                                           ("ts", pd.Timestamp("2001-01-01", tz="UTC"))])
+def test_clean_candles_and_the_callers_frame_are_edited_apart(column, value):
+    """Clean input is kept without a copy, yet an edit of either frame stays in that frame."""
+    given = pd.DataFrame({"symbol": "EURUSD", "timeframe": "1m",
+                          "ts": pd.date_range(T0, periods=4, freq="1min").as_unit("ns"),
+                          "open": 1.2, "high": 1.21, "low": 1.19, "close": 1.2, "spread": 0.0})
+    clean, quarantine, _ = validate_candles(given)
+    assert not quarantine
+    kept = clean.copy(deep=True)
+    given.loc[0, column] = value  # the caller edits its frame: the clean one does not move
+    pd.testing.assert_frame_equal(clean, kept)
+    mine = validate_candles(kept)[0]
+    mine.loc[1, column] = value  # and the clean frame can be edited without touching the input
+    assert mine[column].iloc[1] == value and kept[column].iloc[1] != value
