@@ -659,6 +659,7 @@ def validate_candle_runs(
     kept_group = g if as_given else g[~drop]
     run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
     run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
+
     def price(name: str, values: np.ndarray):
         """A clean price column: the caller's own column when it is these very values (no
         copy; pandas' copy-on-write keeps an edit of either frame out of the other), else the
