@@ -325,8 +325,15 @@ def validate_insights_coded(
     n_good = len(good)
     everyone = n_good == n  # the common case: the clean columns are the checked ones, no copies
     keep = (lambda a: a) if everyone else (lambda a: a[good])  # noqa: E731
-    # (prices may be views of the caller's frame: copied, so editing it later changes nothing)
-    own = (lambda a: a.copy()) if everyone else (lambda a: a[good])  # noqa: E731
+
+    def number(name: str, values: np.ndarray):
+        """A clean number column: the good rows' values, or with every row good, the caller's
+        own column where these are its values (_given_column), else these (fresh) values."""
+        if not everyone:
+            return values[good]
+        given = _given_column(df, name, values)
+        return values if given is None else given
+
     # object columns of shared strings (no per-row arrow string copies); one block per column
     obj = lambda a: pd.Series(a, dtype=object, copy=False)  # noqa: E731
     columns = {
@@ -338,12 +345,12 @@ def validate_insights_coded(
         "created_at": df["created_at"]
         if everyone and df["created_at"].dtype == UTC_NS
         else utc_index(created_ns[good]),
-        "entry_price": own(entry),
-        "stop_loss": own(sl),
-        "take_profit": own(tp),
+        "entry_price": number("entry_price", entry),
+        "stop_loss": number("stop_loss", sl),
+        "take_profit": number("take_profit", tp),
     }
     for col in ("fill_price", "ai_score", "confidence", "truth_index"):
-        columns[col] = own(levels[col])
+        columns[col] = number(col, levels[col])
     codes = {
         "symbol": _compact_codes(keep(sym_codes), sym_table),
         "side": _compact_codes(keep(side_codes), side_table),
@@ -359,7 +366,7 @@ def validate_insights_coded(
         )
         columns["user_acted"] = acted.to_numpy(dtype=bool)[good]
     else:
-        columns["user_acted"] = ~np.isnan(columns["fill_price"])
+        columns["user_acted"] = ~np.isnan(keep(levels["fill_price"]))
     if not frame:  # what the labeling engine reads; its text comes from the codes
         return columns, quarantine, codes
     for col, (c, table) in codes.items():
@@ -376,6 +383,18 @@ def validate_insights_coded(
     out = pd.DataFrame({col: columns[col] for col in _CLEAN_INSIGHT_ORDER}, copy=False)
     assert set(INSIGHT_OPTIONAL) <= set(out.columns)
     return out, quarantine, codes
+
+
+def _given_column(df: pd.DataFrame, name: str, values: np.ndarray) -> pd.Series | None:
+    """The caller's float64 column ``name`` when ``values`` are its very values (a view
+    _numeric made), else None. Kept as a pandas column, not copied: pandas' copy-on-write keeps
+    an edit of the caller's frame out of the clean one, and the other way round; the view
+    itself would be read-only and would follow the caller's edits."""
+    if name in df and df[name].dtype == np.float64:
+        given = df[name]
+        if np.may_share_memory(values, given.to_numpy()):
+            return given
+    return None
 
 
 def _unique_text_ids(ids: pd.Series) -> tuple[np.ndarray | pd.api.extensions.ExtensionArray,
@@ -661,14 +680,10 @@ def validate_candle_runs(
     run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
 
     def price(name: str, values: np.ndarray):
-        """A clean price column: the caller's own column when it is these very values (no
-        copy; pandas' copy-on-write keeps an edit of either frame out of the other), else the
-        checked array."""
-        if as_given and name in df and df[name].dtype == np.float64:
-            given = df[name]
-            if np.may_share_memory(values, given.to_numpy()):
-                return given
-        return take(values)
+        """A clean price column: the caller's own where these are its values and kept as
+        given (_given_column), else the checked (fresh) array."""
+        given = _given_column(df, name, values) if as_given else None
+        return take(values) if given is None else given
 
     clean = pd.DataFrame(
         {

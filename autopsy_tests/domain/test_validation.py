@@ -162,3 +162,16 @@ def test_clean_candles_and_the_callers_frame_are_edited_apart(column, value):
     mine = validate_candles(kept)[0]
     mine.loc[1, column] = value  # and the clean frame can be edited without touching the input
     assert mine[column].iloc[1] == value and kept[column].iloc[1] != value
+
+
+def test_clean_insights_and_the_callers_frame_are_edited_apart():
+    given = pd.DataFrame({"insight_id": ["a", "b"], "created_at": T0, "symbol": "EURUSD",
+                          "side": "long", "entry_price": 1.2, "stop_loss": 1.19,
+                          "take_profit": 1.21})
+    clean, quarantine = validate_insights(given)
+    assert not quarantine
+    kept = clean.copy(deep=True)
+    given.loc[0, ["entry_price", "stop_loss"]] = [9.0, 8.0]
+    pd.testing.assert_frame_equal(clean, kept)
+    clean.loc[1, "take_profit"] = 7.0
+    assert given["take_profit"].tolist() == [1.21, 1.21]
