@@ -32,36 +32,98 @@ def filled(n: int, value) -> np.ndarray:
 
 
 def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """pd.factorize (missing values get -1), done on runs of equal neighbours when they are few.
+    """pd.factorize (missing values get -1), done on runs of equal neighbours when they are few
+    (`text_runs`): candles arrive grouped by symbol and timeframe, and factorizing a handful of
+    run values instead of 265,000 rows is several times faster."""
+    runs = text_runs(series)
+    if runs is None:
+        return pd.factorize(series, use_na_sentinel=True)
+    starts, values = runs
+    run_codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return np.repeat(run_codes, np.diff(starts, append=len(series))), uniques
 
-    Candles arrive grouped by symbol and timeframe: 265,000 rows are a handful of runs, and
-    factorizing the run values instead of every row is several times faster. Arrow-backed text
-    is run-length encoded by pyarrow; object arrays compare neighbours in one numpy pass.
+
+def text_runs(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """(where each run of equal neighbours starts, each run's value as an object array) of a
+    column of at least 4,096 rows holding at most one run per 8 rows; None otherwise (ids,
+    sides, short or unsorted columns: the caller works per row).
+
+    Arrow text whose values all have one byte length (symbols, timeframes) is compared as raw
+    bytes, a whole-buffer comparison; other arrow text is run-length encoded by pyarrow (~4x
+    slower); object arrays compare neighbours in one numpy pass, categoricals their codes.
     """
     n = len(series)
-    if n < 4096 or not _few_runs(series.iloc[:1024]):  # (unsorted ids or sides: no runs)
-        return pd.factorize(series, use_na_sentinel=True)
-    run_values, run_lengths = None, None
-    whole = arrow_array(series)
-    if whole is not None:
-        if len(whole) == n and whole.null_count == 0:
-            encoded = pc.run_end_encode(whole)
-            ends = encoded.run_ends.to_numpy().astype(np.int64)
-            if len(ends) <= n // 8:
-                run_values = encoded.values.to_numpy(zero_copy_only=False).astype(object)
-                run_lengths = np.diff(ends, prepend=0)
-    elif series.dtype == object:
+    if n < 4096 or not _few_runs(series.iloc[:1024]):
+        return None
+    limit = n // 8
+    if isinstance(series.array, pd.arrays.ArrowExtensionArray):
+        return _arrow_runs(series.array.__arrow_array__(), limit)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()
+        starts = _change_starts(codes, limit)
+        if starts is None:
+            return None
+        return starts, series.take(starts).to_numpy(dtype=object)
+    if series.dtype == object:
         values = series.to_numpy()
-        change = np.ones(n, dtype=bool)
-        change[1:] = values[1:] != values[:-1]
-        starts = np.flatnonzero(change)
-        if len(starts) <= n // 8:
-            run_values = values[starts]
-            run_lengths = np.diff(starts, append=n)
-    if run_values is None:
-        return pd.factorize(series, use_na_sentinel=True)
-    run_codes, uniques = pd.factorize(run_values, use_na_sentinel=True)
-    return np.repeat(run_codes, run_lengths), uniques
+        starts = _change_starts(values, limit)
+        return None if starts is None else (starts, values[starts])
+    return None
+
+
+def _arrow_runs(chunked: pa.ChunkedArray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`text_runs` of arrow text, chunk by chunk (joining the chunks would copy them)."""
+    parts, value_parts, at = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=object)], 0
+    for chunk in chunked.chunks:
+        if chunk.null_count:
+            return None
+        starts = _fixed_width_run_starts(chunk, limit)
+        if starts is None:
+            ends = pc.run_end_encode(chunk).run_ends.to_numpy().astype(np.int64)
+            starts = np.concatenate([[0], ends[:-1]])
+        if len(starts) > limit:
+            return None
+        parts.append(starts + at)
+        value_parts.append(chunk.take(starts).to_numpy(zero_copy_only=False).astype(object))
+        at += len(chunk)
+    starts, values = np.concatenate(parts), np.concatenate(value_parts)
+    # a chunk starts a run only where its first value differs from the one before it
+    change = np.ones(len(starts), dtype=bool)
+    change[1:] = values[1:] != values[:-1]
+    return (starts[change], values[change]) if len(starts) <= limit else None
+
+
+def _change_starts(values: np.ndarray, limit: int) -> np.ndarray | None:
+    """Row 0 and every row that differs from the row before it; None past ``limit`` runs."""
+    change = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.concatenate([[0], change]) if len(change) < limit else None
+
+
+def _fixed_width_run_starts(arr: pa.Array, limit: int) -> np.ndarray | None:
+    """`text_runs`' starts of a null-free arrow string array whose values all have the same
+    byte length, from the raw buffers: row i starts a run where its bytes differ from row
+    i - 1's, so one comparison of the data against itself shifted by one value finds every
+    run; None for values of several lengths or past ``limit`` runs."""
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    n = len(arr)
+    _, offsets_buf, data_buf = arr.buffers()
+    large = pa.types.is_large_string(arr.type)
+    offsets = np.frombuffer(
+        offsets_buf, dtype=np.int64 if large else np.int32, count=n + 1,
+        offset=arr.offset * (8 if large else 4),
+    )
+    first, last = int(offsets[0]), int(offsets[-1])
+    width = (last - first) // n
+    if width * n != last - first or (np.diff(offsets) != width).any():
+        return None
+    if width == 0:
+        return np.zeros(1, dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8, count=last - first, offset=first)
+    differs = np.flatnonzero(data[width:] != data[:-width])
+    if len(differs) >= limit * width:  # a changed row differs in at most `width` bytes
+        return None
+    return np.concatenate([[0], np.unique(differs // width) + 1]).astype(np.int64)
 
 
 def arrow_array(series: pd.Series) -> pa.Array | None:

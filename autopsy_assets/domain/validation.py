@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from autopsy_assets.domain import instruments
 from autopsy_assets.domain.arrays import arrow_array as _arrow_array
-from autopsy_assets.domain.arrays import UTC_NS, factorize, filled, utc_index
+from autopsy_assets.domain.arrays import UTC_NS, factorize, filled, text_runs, utc_index
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
     INSIGHT_OPTIONAL,
@@ -121,21 +121,25 @@ def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def _factor_text(
     series: pd.Series, lower: bool = False, upper: bool = False, strip: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, uniques) of a text column, normalised (stripped, cased) once per distinct value.
+    """(codes, table) of a text column, normalised (stripped, cased) once per distinct value:
+    the table holds each normalised value once ('eurusd' and 'EURUSD ' share a code) and
+    missing values become ''.
 
     Columns such as symbol or timeframe hold a handful of values over many rows: string work is
-    done on the uniques and broadcast by code, never per row. Missing values become ''.
+    done on the uniques and broadcast by code, never per row.
     """
     codes, uniques = factorize(series)
     uniques = np.asarray(uniques, dtype=object)
     if len(uniques) <= 64:  # a handful (symbols, sides): plain str methods, no pandas per call
-        values = [str(v) for v in uniques.tolist()]
+        raw = [str(v) for v in uniques.tolist()]
+        values = raw
         if strip:
             values = [v.strip() for v in values]
         if lower:
             values = [v.lower() for v in values]
         if upper:
             values = [v.upper() for v in values]
+        changed = values != raw
         table = np.empty(len(values) + 1, dtype=object)
         table[:-1] = values
     else:
@@ -148,10 +152,16 @@ def _factor_text(
             u = u.str.lower()
         if upper:
             u = u.str.upper()
+        changed = strip or lower or upper
         table = np.empty(len(u) + 1, dtype=object)
         table[:-1] = u.to_numpy(dtype=object)
     table[-1] = ""  # code -1 (missing) -> ''
-    return (np.where(codes < 0, len(table) - 1, codes) if (codes < 0).any() else codes), table
+    codes = np.where(codes < 0, len(table) - 1, codes) if (codes < 0).any() else codes
+    if changed or (table[:-1] == "").any():  # two values may have become one
+        merged, distinct_values = pd.factorize(table)
+        if len(distinct_values) < len(table):
+            return merged[codes], np.asarray(distinct_values, dtype=object)
+    return codes, table
 
 
 def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
@@ -428,11 +438,23 @@ def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np
     return remap[codes], np.asarray(uniques, dtype=object)
 
 
-def _categorical(codes: np.ndarray, table: np.ndarray) -> pd.Categorical:
+def _categorical(
+    codes: np.ndarray, table: np.ndarray, runs: _Runs | None = None
+) -> pd.Categorical:
+    """A categorical of ``table[codes]`` (``codes`` per run of ``runs`` when given), its
+    categories in name order: the order of the sorted clean candles, whatever the input's."""
     codes, uniques = _compact_codes(codes, table)
+    order = np.argsort(uniques.astype(str), kind="stable")
+    if (order != np.arange(len(order))).any():
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        codes, uniques = rank[codes], uniques[order]
+    codes = codes.astype(np.int8 if len(uniques) < 128 else np.int32)  # (repeated small)
     # (the codes index the uniques by construction: no pass over every row to check them)
     return pd.Categorical.from_codes(
-        codes, categories=pd.Index(uniques, dtype=object), validate=False
+        codes if runs is None else runs.rows(codes),
+        categories=pd.Index(uniques, dtype=object),
+        validate=False,
     )
 
 
@@ -496,22 +518,58 @@ def _price_problems(o, h, lo, c, spread):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_order(sym_rank, tf_rank, n_tf, sym_codes, tf_codes, ts):  # pragma: no cover
-    """(group, sorted, repeats): each candle's (symbol, timeframe) group number in name order,
-    whether the candles are sorted by (group, ts), and whether two neighbours share both."""
-    n = len(ts)
-    group = np.empty(n, dtype=np.int64)
+def _run_order(starts, run_group, ts):  # pragma: no cover - compiled
+    """(sorted, repeats) of candles in runs (run k starts at row starts[k], all its rows in
+    group run_group[k]): whether they are sorted by (group, ts), and whether two neighbours
+    share group and ts."""
     in_order, repeats = True, False
-    for i in range(n):
-        group[i] = sym_rank[sym_codes[i]] * n_tf + tf_rank[tf_codes[i]]
-        if i and group[i] == group[i - 1]:
+    for k in range(len(starts)):
+        a = starts[k]
+        b = starts[k + 1] if k + 1 < len(starts) else len(ts)
+        if k and run_group[k] < run_group[k - 1]:
+            in_order = False
+        first = a + 1 if k == 0 or run_group[k] != run_group[k - 1] else a
+        for i in range(first, b):
             if ts[i] < ts[i - 1]:
                 in_order = False
             elif ts[i] == ts[i - 1]:
                 repeats = True
-        elif i and group[i] < group[i - 1]:
-            in_order = False
-    return group, in_order, repeats
+    return in_order, repeats
+
+
+class _Runs:
+    """Runs of candles that share their symbol and timeframe with the row before them.
+
+    Candles arrive grouped: 265,000 rows are a handful of runs, so text is looked up, checked
+    and coded per run and broadcast to the rows only where a row-level array is needed. When
+    either column is not grouped, every row is a run of its own.
+    """
+
+    def __init__(self, columns: Sequence[pd.Series], n: int):
+        found = [text_runs(c) for c in columns]
+        starts = (
+            np.unique(np.concatenate([f[0] for f in found]))
+            if found and all(f is not None for f in found)
+            else None
+        )
+        self.n, self.by_row = n, starts is None or len(starts) > n // 8
+        self.starts = np.arange(n) if self.by_row else starts
+
+    def values(self, series: pd.Series) -> pd.Series:
+        """The column's value in each run (its first row's)."""
+        return series if self.by_row else series.take(self.starts)
+
+    def rows(self, per_run: np.ndarray) -> np.ndarray:
+        """A per-run array broadcast to the rows."""
+        return per_run if self.by_row else np.repeat(per_run, np.diff(self.starts, append=self.n))
+
+    def add(self, reasons: _Reasons, per_run: np.ndarray, make) -> None:
+        """`_Reasons.add` of a per-run mask (broadcast only when some run fails)."""
+        if per_run.any():
+            reasons.add(self.rows(per_run), make)
+
+    def of_row(self, i: int) -> int:
+        return i if self.by_row else int(np.searchsorted(self.starts, i, side="right")) - 1
 
 
 def infer_timeframe(ts_ns: np.ndarray) -> str | None:
@@ -561,11 +619,13 @@ def validate_candle_runs(
     ts = to_utc_ns(df["ts"], "ts", "candles")
     n = len(df)
     r = _Reasons(n)
-    sym_codes, sym_table = _factor_text(df["symbol"], upper=True)
-    known_sym = instruments.known(sym_table, instruments_path)
-    symbol = lambda i: sym_table[sym_codes[i]]  # noqa: E731  (per bad row, for messages)
-    r.add(
-        ~known_sym[sym_codes],
+    # symbol and timeframe are looked up, checked and coded per run of rows sharing both
+    runs = _Runs([df[c] for c in ("symbol", "timeframe") if c in df], n)
+    sym_codes, sym_table = _factor_text(runs.values(df["symbol"]), upper=True)  # (per run)
+    symbol = lambda i: sym_table[sym_codes[runs.of_row(i)]]  # noqa: E731  (per bad row)
+    runs.add(
+        r,
+        ~instruments.known(sym_table, instruments_path)[sym_codes],
         lambda i: f"unknown symbol {symbol(i)!r}: it is not in the instruments table",
     )
     ts_missing = ts.isna().to_numpy()
@@ -594,26 +654,29 @@ def validate_candle_runs(
         },
     )
     if "timeframe" in df:
-        tf_codes, tf_table = _factor_text(df["timeframe"], lower=True)
+        tf_codes, tf_table = _factor_text(runs.values(df["timeframe"]), lower=True)
     else:
-        tf_codes, tf_table = np.zeros(n, dtype=np.int64), np.array([""], dtype=object)
+        tf_codes = np.zeros(len(runs.starts), dtype=np.int64)
+        tf_table = np.array([""], dtype=object)
     if (tf_table == "")[tf_codes].any():
         # inferred per symbol from the most common spacing among the rows that lack one
         tf = tf_table[tf_codes]
         missing_tf = tf == ""
         for code in np.unique(sym_codes[missing_tf]):
-            rows = missing_tf & (sym_codes == code)
-            tf[rows] = infer_timeframe(ts_ns[rows]) or "?"
+            in_symbol = missing_tf & (sym_codes == code)
+            tf[in_symbol] = infer_timeframe(ts_ns[runs.rows(in_symbol)]) or "?"
         tf_codes, tf_table = _factor_text(pd.Series(tf, dtype=object))
-    tf = lambda i: tf_table[tf_codes[i]]  # noqa: E731
-    r.add(
+    tf = lambda i: tf_table[tf_codes[runs.of_row(i)]]  # noqa: E731
+    runs.add(
+        r,
         (tf_table == "?")[tf_codes],
         lambda i: (
             f"timeframe of {symbol(i)} candles cannot be "
             "inferred from their spacing; give a timeframe column"
         ),
     )
-    r.add(
+    runs.add(
+        r,
         ~np.isin(tf_table, list(TIMEFRAMES))[tf_codes],
         lambda i: f"unknown timeframe {tf(i)!r}: expected one of {', '.join(TIMEFRAMES)}",
     )
@@ -622,62 +685,71 @@ def validate_candle_runs(
     # one integer per (symbol, timeframe), in name order: clean rows are sorted by (group, ts)
     sym_rank = np.argsort(np.argsort(sym_table.astype(str)))
     tf_rank = np.argsort(np.argsort(tf_table.astype(str)))
-    group, in_order, repeats = _group_order(
-        sym_rank, tf_rank, len(tf_table), sym_codes, tf_codes, ts_ns
-    )
+    run_group = sym_rank[sym_codes] * len(tf_table) + tf_rank[tf_codes]
+    in_order, repeats = _run_order(runs.starts, run_group, ts_ns)
     everything_good = not r.bad.any()  # the common case: no copies of 265,000-row columns
-    good = np.arange(n) if everything_good else np.flatnonzero(~r.bad)
-    g, t = (group, ts_ns) if everything_good else (group[good], ts_ns[good])
-    sorted_already = len(good) < 2 or (
-        in_order
-        if everything_good
-        else bool(np.all((g[1:] > g[:-1]) | ((g[1:] == g[:-1]) & (t[1:] >= t[:-1]))))
-    )
-    if not sorted_already:
-        notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
-        order = np.lexsort((t, g))
-        good, g, t = good[order], g[order], t[order]
-    # duplicates are neighbours once sorted
-    same_key = np.zeros(len(good), dtype=bool)
-    if len(good) > 1 and (repeats or not everything_good or not sorted_already):
-        same_key[1:] = (g[1:] == g[:-1]) & (t[1:] == t[:-1])
-    drop = np.zeros(len(good), dtype=bool)
-    if same_key.any():
-        dup_group = np.cumsum(~same_key)
-        first = np.flatnonzero(~same_key)[dup_group - 1]
-        differs = np.zeros(len(good), dtype=bool)
-        for arr in (o, h, lo, c, spread):
-            a = arr[good]
-            differs |= a != a[first]
-        conflicted = (np.bincount(dup_group, weights=differs.astype(float)) > 0)[dup_group]
-        exact = same_key & ~conflicted
-        if exact.any():
-            notes.append(
-                f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)"
-            )
-        drop = exact | conflicted
-        if conflicted.any():
-            mask = np.zeros(n, dtype=bool)
-            mask[good[conflicted]] = True
-            r.add(
-                mask,
-                lambda i: (
-                    f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
-                    "two rows with different prices; all copies quarantined"
-                ),
-            )
-    bad = r.bad
-    rid = lambda i: f"{symbol(i)}|{tf(i)}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"  # noqa: E731
-    quarantine = Quarantine(
-        {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
-        for i in np.flatnonzero(bad)
-    )
-    as_given = everything_good and sorted_already and not drop.any()
-    keep = good if as_given else good[~drop]
-    take = (lambda a: a) if as_given else (lambda a: a[keep])  # noqa: E731
-    kept_group = g if as_given else g[~drop]
-    run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
-    run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
+    as_given = everything_good and in_order and not repeats
+    if as_given:  # sorted, no duplicates: the runs of groups are the (symbol, timeframe) runs
+        quarantine = Quarantine()
+        change = np.flatnonzero(run_group[1:] != run_group[:-1]) + 1
+        run_starts = runs.starts[np.concatenate([[0], change])] if n else runs.starts
+        take = lambda a: a  # noqa: E731
+        symbol_col = _categorical(sym_codes, sym_table, runs)
+        timeframe_col = _categorical(tf_codes, tf_table, runs)
+    else:
+        group = runs.rows(run_group)
+        good = np.arange(n) if everything_good else np.flatnonzero(~r.bad)
+        g, t = group[good], ts_ns[good]
+        sorted_already = len(good) < 2 or bool(
+            np.all((g[1:] > g[:-1]) | ((g[1:] == g[:-1]) & (t[1:] >= t[:-1])))
+        )
+        if not sorted_already:
+            notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
+            order = np.lexsort((t, g))
+            good, g, t = good[order], g[order], t[order]
+        # duplicates are neighbours once sorted
+        same_key = np.zeros(len(good), dtype=bool)
+        if len(good) > 1:
+            same_key[1:] = (g[1:] == g[:-1]) & (t[1:] == t[:-1])
+        drop = np.zeros(len(good), dtype=bool)
+        if same_key.any():
+            dup_group = np.cumsum(~same_key)
+            first = np.flatnonzero(~same_key)[dup_group - 1]
+            differs = np.zeros(len(good), dtype=bool)
+            for arr in (o, h, lo, c, spread):
+                a = arr[good]
+                differs |= a != a[first]
+            conflicted = (np.bincount(dup_group, weights=differs.astype(float)) > 0)[dup_group]
+            exact = same_key & ~conflicted
+            if exact.any():
+                notes.append(
+                    f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)"
+                )
+            drop = exact | conflicted
+            if conflicted.any():
+                mask = np.zeros(n, dtype=bool)
+                mask[good[conflicted]] = True
+                r.add(
+                    mask,
+                    lambda i: (
+                        f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
+                        "two rows with different prices; all copies quarantined"
+                    ),
+                )
+        def rid(i: int) -> str:
+            return f"{symbol(i)}|{tf(i)}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"
+
+        quarantine = Quarantine(
+            {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
+            for i in np.flatnonzero(r.bad)
+        )
+        keep = good[~drop]
+        take = lambda a: a[keep]  # noqa: E731
+        kept_group = g[~drop]
+        run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
+        run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
+        symbol_col = _categorical(take(runs.rows(sym_codes)), sym_table)
+        timeframe_col = _categorical(take(runs.rows(tf_codes)), tf_table)
 
     def price(name: str, values: np.ndarray):
         """A clean price column: the caller's own where these are its values and kept as
@@ -688,8 +760,8 @@ def validate_candle_runs(
     clean = pd.DataFrame(
         {
             # categorical: 265,000 references to a handful of strings cost ~3 ms per column
-            "symbol": _categorical(take(sym_codes), sym_table),
-            "timeframe": _categorical(take(tf_codes), tf_table),
+            "symbol": symbol_col,
+            "timeframe": timeframe_col,
             "ts": ts if as_given else utc_index(ts_ns[keep]),
             "open": price("open", o),
             "high": price("high", h),

@@ -12,7 +12,11 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopsy_assets.domain.validation import validate_candles, validate_insights
+from autopsy_assets.domain.validation import (
+    validate_candle_runs,
+    validate_candles,
+    validate_insights,
+)
 
 T0 = pd.Timestamp("2018-03-06 10:00", tz="UTC")
 NUMBERS = [1.2, 1.19, 1.21, 0.0, -1.0, math.nan, 50.0, 101.0]
@@ -175,3 +179,52 @@ def test_clean_insights_and_the_callers_frame_are_edited_apart():
     pd.testing.assert_frame_equal(clean, kept)
     clean.loc[1, "take_profit"] = 7.0
     assert given["take_profit"].tolist() == [1.21, 1.21]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["EURUSD", "eurusd", " GBPUSD", "USDJPY", "NOPE"]),
+            st.sampled_from(["1m", "1M", "5m", "", "7m"]),
+            st.integers(200, 1500),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 10**6), max_size=5),
+    st.sampled_from(["str", object, "category"]),
+)
+def test_grouped_candles_are_judged_as_the_same_rows_shuffled(groups, bad_at, dtype):
+    """Grouped candles (>= 4,096 rows: checked per run of rows sharing symbol and timeframe)
+    give the clean frame, runs and quarantine of the same rows shuffled (checked row by row)."""
+    parts = []
+    for k, (sym, tf, n) in enumerate(groups):
+        minutes = {"1m": 1, "1M": 1, "5m": 5, "": 1, "7m": 7}[tf]
+        ts = T0 + pd.to_timedelta(np.arange(n) * minutes + k * 10**5, unit="min")
+        parts.append(pd.DataFrame({"symbol": sym, "timeframe": tf, "ts": ts, "open": 1.2,
+                                   "high": 1.21, "low": 1.19, "close": 1.2, "spread": 0.0}))
+    grouped = pd.concat(parts, ignore_index=True)
+    for at in bad_at:  # a few bad prices inside the runs
+        grouped.loc[at % len(grouped), "high"] = 1.0
+    grouped["symbol"] = grouped["symbol"].astype(dtype)
+    grouped["timeframe"] = grouped["timeframe"].astype(dtype)
+    shuffled = grouped.sample(frac=1.0, random_state=1)
+    (clean, q, _, runs), (want, want_q, _, want_runs) = (
+        validate_candle_runs(frame) for frame in (grouped, shuffled)
+    )
+    pd.testing.assert_frame_equal(clean, want)
+    assert np.array_equal(runs, want_runs)
+    assert sorted((x["row_id"], x["reason"]) for x in q) == sorted(
+        (x["row_id"], x["reason"]) for x in want_q
+    )
+
+
+def test_symbols_that_differ_only_in_case_or_spaces_are_one_run():
+    ts = pd.date_range(T0, periods=6000, freq="1min")
+    frame = pd.DataFrame({"symbol": np.where(np.arange(6000) % 2, "eurusd", " EURUSD"),
+                          "timeframe": "1m", "ts": ts, "open": 1.2, "high": 1.21, "low": 1.19,
+                          "close": 1.2})
+    clean, quarantine, notes, runs = validate_candle_runs(frame)
+    assert not quarantine and notes == () and runs.tolist() == [0]
+    assert list(clean["symbol"].cat.categories) == ["EURUSD"] and len(clean) == 6000

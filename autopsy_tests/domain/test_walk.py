@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopsy_assets.domain.arrays import distinct, factorize, filled
+from autopsy_assets.domain.arrays import distinct, factorize, filled, text_runs
 from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
 
 
@@ -198,3 +198,30 @@ def test_a_batch_settled_on_two_threads_equals_its_rows_settled_alone():
     )
     pd.testing.assert_frame_equal(whole, parts, check_exact=True)
     assert set(whole["outcome"]) >= {"succeeded", "failed"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(["EURUSD", "GBPUSD", "AB", "", "XAUUSD"]), min_size=1, max_size=12),
+    st.integers(1, 1500),
+    st.sampled_from(["str", "str-chunked", object, "category"]),
+    st.integers(0, 40),
+)
+def test_text_runs_are_the_changes_between_neighbours(values, repeat, kind, skip):
+    values = np.repeat(np.asarray(values, dtype=object), repeat)[skip:]
+    if kind == "str-chunked":  # (arrow text in several chunks, runs across their edges)
+        series = pd.concat([pd.Series(part, dtype="str") for part in np.array_split(values, 3)],
+                           ignore_index=True)
+    else:
+        series = pd.Series(values, dtype=kind)
+    changes = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    runs = text_runs(series)
+    if len(values) < 4096 or len(changes) > len(values) // 8:
+        assert runs is None
+    elif runs is not None:  # (None only where a sample of the head shows no long runs)
+        starts, run_values = runs
+        assert starts.tolist() == changes.tolist()
+        assert run_values.tolist() == values[changes].tolist()
+    else:
+        head = values[:1024]
+        assert np.count_nonzero(head[1:] != head[:-1]) > len(head) // 16
