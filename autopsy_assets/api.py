@@ -78,13 +78,13 @@ def label_outcomes(
         if now.tzinfo is None:
             raise InputError("now is timezone-naive; give a UTC timestamp")
     rule_frame = rules_mod.load_rules_yaml() if rules is None else rules_mod.normalise_rules(rules)
-    # the candles are checked in a worker thread while the insights are checked here. Both
-    # hold the GIL for their pandas glue, so they overlap only in part: one after the other,
-    # a 50,000-insight call took ~30% longer (benchmarks/bench_labeling.py data)
-    candle_check = labeling.worker_pool().submit(validate_candle_runs, candles, instruments_path)
+    # the candles are checked, and laid out for the engine, in a worker thread while the
+    # insights are checked here (both hold the GIL for their pandas glue, so they overlap
+    # only in part)
+    candle_check = labeling.worker_pool().submit(_candle_book, candles, instruments_path)
     clean_insights, q_ins, codes = validate_insights_coded(insights, instruments_path, False)
     n_clean = len(clean_insights["created_at"])
-    clean_candles, q_can, notes, candle_runs = candle_check.result()
+    clean_candles, q_can, notes, book = candle_check.result()
     quarantine = Quarantine(q_ins) + q_can
     if not n_clean and len(insights):
         raise InputError(
@@ -100,12 +100,19 @@ def label_outcomes(
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
     else:
         result = labeling.label(
-            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path,
-            candle_runs, codes,
+            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path, book, codes
         )
     result.attrs["quarantine"] = quarantine
     result.attrs["notes"] = tuple(notes)
     return result
+
+
+def _candle_book(candles: pd.DataFrame, instruments_path: str | None):
+    """(clean candles, quarantine, notes, CandleBook): what label_outcomes needs of the
+    candles, from the candles alone (a CandleBook only when some candle is clean)."""
+    clean, quarantine, notes, runs = validate_candle_runs(candles, instruments_path)
+    book = labeling.CandleBook(clean, runs, instruments_path) if len(clean) else None
+    return clean, quarantine, notes, book
 
 
 def replay_audits(audits: pd.DataFrame, insights: pd.DataFrame, read_blocks) -> pd.DataFrame:

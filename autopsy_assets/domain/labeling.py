@@ -115,6 +115,66 @@ class _CandleSet:
         return j - o, stop_hit, tgt_hit, lo, hi
 
 
+class CandleBook:
+    """Clean candles as the engine reads them: the columns as arrays and the candle sets of
+    each (symbol, timeframe), with their block tables, closures and gaps.
+
+    It depends on the candles alone, so api.label_outcomes has the worker that validated the
+    candles build it while the main thread checks the insights.
+    """
+
+    def __init__(
+        self,
+        candles: pd.DataFrame,
+        candle_runs: np.ndarray | None = None,
+        instruments_path: str | None = None,
+    ):
+        """``candle_runs``: where each (symbol, timeframe) run of the clean, sorted ``candles``
+        starts (validate_candle_runs gives them; found by comparing neighbours when None)."""
+        self.runs = replay.candle_runs(candles) if candle_runs is None else candle_runs
+        # the block hashes (the audits' identity) need only the candles: hashed in a worker
+        # from now on, beside the rest of the call (hashlib releases the GIL)
+        self.hashes = worker_pool().submit(replay.block_hashes, candles, self.runs)
+        self.bounds = np.append(self.runs, len(candles)).astype(np.int64)
+        self.sets: list[_CandleSet] = []
+        self.by_symbol: dict[str, list[int]] = {}  # a symbol's sets, finest first
+        self.whole: dict[str, np.ndarray] = {}
+        self.tables: tuple[BlockTables, BlockTables] | None = None
+        if len(candles):
+            # the columns once as arrays; each set takes views of its rows
+            whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
+            for col in ("open", "high", "low", "close", "spread"):
+                whole[col] = candles[col].to_numpy(dtype=float)
+            # the symbol and timeframe of each run (read at its first row; may be categorical)
+            run_sym = candles["symbol"].take(self.runs).to_numpy(dtype=object)
+            run_tf = candles["timeframe"].take(self.runs).to_numpy(dtype=object)
+            # block tables over all sets end to end: a block that straddles two sets never lies
+            # inside one row's window, so it is never skipped wrongly
+            bid = BlockTables(whole["low"], whole["high"])
+            has_spread = bool(np.any(whole["spread"] != 0))
+            ask = (
+                BlockTables(whole["low"] + whole["spread"], whole["high"] + whole["spread"])
+                if has_spread
+                else bid
+            )
+            self.whole, self.tables = whole, (bid, ask)
+            bounds = self.bounds.tolist()
+            for a, b, sym, tf in zip(bounds[:-1], bounds[1:], run_sym, run_tf):
+                inst = instruments.get(sym, instruments_path)
+                self.by_symbol.setdefault(sym, []).append(len(self.sets))
+                columns = {col: values[a:b] for col, values in whole.items()}
+                self.sets.append(_CandleSet(columns, sym, tf, inst.closure, self.tables, a))
+        for gids in self.by_symbol.values():
+            gids.sort(key=lambda g: self.sets[g].bar_ns)
+        self.set_bar = np.array([cs.bar_ns for cs in self.sets], dtype=np.int64)
+        self.closure_at = np.cumsum([0] + [len(cs.closures) for cs in self.sets])
+        self.closures = (
+            np.concatenate([cs.closures for cs in self.sets]).reshape(-1, 2)
+            if self.sets
+            else np.zeros((0, 2), dtype=np.int64)
+        )
+
+
 # --- the engine --------------------------------------------------------------------------------
 
 
@@ -125,7 +185,7 @@ def label(
     rules: pd.DataFrame,
     now: pd.Timestamp | None = None,
     instruments_path: str | None = None,
-    candle_runs: np.ndarray | None = None,
+    book: CandleBook | None = None,
     codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Label clean insights (validation.validate_insights, or the columns and codes of
@@ -133,19 +193,13 @@ def label(
 
     One row per insight x horizon with the columns of schemas.AUDIT_COLUMNS. ``rules`` is a
     normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
-    after it are ignored); None means the latest candle end of each symbol. ``candle_runs``:
-    where each (symbol, timeframe) run of ``candles`` starts (validate_candle_runs gives them);
-    found by comparing neighbours when None. ``codes``: the text codes that
+    after it are ignored); None means the latest candle end of each symbol. ``book``: the
+    CandleBook of ``candles`` (built here when None). ``codes``: the text codes that
     validation.validate_insights_coded found (factorized here when None).
     """
-    if candle_runs is None:
-        candle_runs = replay.candle_runs(candles)
-    # the block hashes (the audits' identity) need only the candles: hashed in a thread while
-    # the walk runs (hashlib and the compiled walk both release the GIL)
-    hashes = worker_pool().submit(replay.block_hashes, candles, candle_runs)
-    return _label(
-        insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes, codes or {}
-    )
+    if book is None:
+        book = CandleBook(candles, None, instruments_path)
+    return _label(insights, horizons, rules, now, instruments_path, book, codes or {})
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -167,7 +221,7 @@ def worker_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def _label(insights, candles, horizons, rules, now, instruments_path, candle_runs, hashes, codes):
+def _label(insights, horizons, rules, now, instruments_path, book, codes):
     horizons = [str(h).upper() for h in horizons]
     unknown = [h for h in horizons if h not in HORIZONS]
     if unknown:
@@ -284,36 +338,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
     bar_of_row = np.zeros(N, dtype=np.int64)
     lived_lo, lived_hi = np.full(N, np.inf), np.full(N, -np.inf)
 
-    # candle sets per symbol, finest first
-    sets: list[_CandleSet] = []
-    by_symbol: dict[str, list[int]] = {}
-    if len(candles):
-        # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs
-        # the columns once as arrays; each set takes views of its rows
-        whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
-        for col in ("open", "high", "low", "close", "spread"):
-            whole[col] = candles[col].to_numpy(dtype=float)
-        bounds = np.append(candle_runs, len(candles))
-        # the symbol and timeframe of each run (read at its first row; they may be categorical)
-        run_sym = candles["symbol"].take(candle_runs).to_numpy(dtype=object)
-        run_tf = candles["timeframe"].take(candle_runs).to_numpy(dtype=object)
-        # block tables over all sets end to end: a block that straddles two sets never lies
-        # inside one row's window, so it is never skipped wrongly
-        bid = BlockTables(whole["low"], whole["high"])
-        has_spread = bool(np.any(whole["spread"] != 0))
-        ask = (
-            BlockTables(whole["low"] + whole["spread"], whole["high"] + whole["spread"])
-            if has_spread
-            else bid
-        )
-        tables = (bid, ask)
-        for a, b, sym, tf in zip(bounds[:-1].tolist(), bounds[1:].tolist(), run_sym, run_tf):
-            inst = instruments.get(sym, instruments_path)
-            by_symbol.setdefault(sym, []).append(len(sets))
-            columns = {col: values[a:b] for col, values in whole.items()}
-            sets.append(_CandleSet(columns, sym, tf, inst.closure, tables, a))
-    for sym in by_symbol:
-        by_symbol[sym].sort(key=lambda g: sets[g].bar_ns)
+    sets, by_symbol = book.sets, book.by_symbol
 
     now_ns = None if now is None else pd.Timestamp(now).tz_convert("UTC").value
     sym_latest = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)
@@ -363,7 +388,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         g = group_id[rows]
         rows = rows[_read_order(g, created[rows])]
         g = group_id[rows]
-        set_bar = np.array([cs.bar_ns for cs in sets], dtype=np.int64)
+        set_bar = book.set_bar
         bar_of_row[rows] = set_bar[g]
         # holes are measured in bars of the insight's timeframe (the walked one's when it has
         # none); each set keeps, per distinct threshold, the bars preceded by a longer gap
@@ -371,14 +396,15 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
         thr_code, thr_first = distinct(hole_ns // _MIN_NS)  # (whole minutes: a small range)
         thresholds = hole_ns[thr_first].tolist()
         gap_lists = [
-            cs.gap_bar[cs.gap_ns > t] + bounds[k] for k, cs in enumerate(sets) for t in thresholds
+            cs.gap_bar[cs.gap_ns > t] + book.bounds[k]
+            for k, cs in enumerate(sets)
+            for t in thresholds
         ]
-        closure_at = np.cumsum([0] + [len(cs.closures) for cs in sets])
+        whole, tables = book.whole, book.tables
         candle_args = (
             whole["ts"], whole["open"], whole["close"], whole["spread"],
             *tables[0].arrays, *tables[1].arrays,
-            bounds[:-1], bounds[1:], set_bar, closure_at,
-            np.concatenate([cs.closures for cs in sets]).reshape(-1, 2),
+            book.bounds[:-1], book.bounds[1:], set_bar, book.closure_at, book.closures,
             np.cumsum([0] + [len(x) for x in gap_lists]),
             np.concatenate(gap_lists).astype(np.int64),
         )
@@ -465,7 +491,7 @@ def _label(insights, candles, horizons, rules, now, instruments_path, candle_run
 
     # identity: candle blocks per (set, first day, last day), broadcast
     rule_hash_col = known["rule_hash"]
-    blocks = hashes.result()
+    blocks = book.hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         blocks, sets, group_id, hash_first_day, hash_last_ns
     )

@@ -66,13 +66,18 @@ def _gallop(a, lo, hi, hint, v, right):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _inside_closure(start, end, intervals):  # pragma: no cover - compiled
-    """Whether [start, end] lies wholly inside one closure interval (instruments.inside_closure
-    for one gap)."""
-    if len(intervals) == 0:
-        return False
-    k = _bisect(intervals[:, 0], 0, len(intervals), start, True) - 1
-    return k >= 0 and start >= intervals[k, 0] and end <= intervals[k, 1]
+def _inside_closure(start, end, closures, lo, hi):  # pragma: no cover - compiled
+    """Whether [start, end] lies wholly inside one of the closure intervals closures[lo:hi]
+    (instruments.inside_closure for one gap; rows, not a slice: a slice per row would cost
+    the kernel a reference count update)."""
+    while lo < hi:  # the last interval opening at or before start
+        mid = (lo + hi) >> 1
+        if closures[mid, 0] <= start:
+            lo = mid + 1
+        else:
+            hi = mid
+    k = lo - 1
+    return k >= 0 and start >= closures[k, 0] and end <= closures[k, 1]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -137,7 +142,7 @@ def settle(
         r = rows[i]
         k = set_of[i]
         a0, a1, bar = set_start[k], set_end[k], set_bar[k]
-        iv = closures[closure_at[k]:closure_at[k + 1]]
+        c0, c1 = closure_at[k], closure_at[k + 1]
         c, we, nw, du = created[r], win_end[r], now[r], data_until[r]
         lg = is_long[r]
         st, tg, en = stop[r], target[r], entry[r]
@@ -149,7 +154,7 @@ def settle(
         s = _gallop(ts, a0, a1, s, c, False)
         e = _gallop(ts, a0, a1, e, min(we, nw) - bar, True)
         e = max(e, s)
-        elapsed = nw >= we and (du >= we or _inside_closure(du, we, iv))
+        elapsed = nw >= we and (du >= we or _inside_closure(du, we, closures, c0, c1))
 
         # first touch: longs on the bid (stop below), shorts on the ask (target below)
         if lg:
@@ -198,15 +203,15 @@ def settle(
             first_ts = ts[min(s, a1 - 1)]  # the first bar's open when s < e (then s < a1)
             tail_start = ts[last] + bar if e > s else c
             last_read = j if touched else e - 1
-            gaps = gap_bars[gap_at[gap_list[i]]:gap_at[gap_list[i] + 1]]
-            inner = _bisect(gaps, 0, len(gaps), s + 1, False)
-            if s < e and first_ts - c > thr and not _inside_closure(c, first_ts, iv):
+            g1 = gap_at[gap_list[i] + 1]
+            inner = _bisect(gap_bars, gap_at[gap_list[i]], g1, s + 1, False)
+            if s < e and first_ts - c > thr and not _inside_closure(c, first_ts, closures, c0, c1):
                 why, h_from, h_to = LEAD_HOLE, c, first_ts
-            elif inner < len(gaps) and gaps[inner] < last_read + 1:
-                b = gaps[inner]
+            elif inner < g1 and gap_bars[inner] < last_read + 1:
+                b = gap_bars[inner]
                 why, h_from, h_to = INNER_HOLE, ts[b - 1] + bar, ts[b]
             elif horizon_exit and we - tail_start > thr and not _inside_closure(
-                tail_start, we, iv
+                tail_start, we, closures, c0, c1
             ):
                 why, h_from, h_to = TAIL_HOLE, tail_start, we
 
