@@ -111,7 +111,7 @@ def _candle_book(candles: pd.DataFrame, instruments_path: str | None):
     """(clean candles, quarantine, notes, CandleBook): what label_outcomes needs of the
     candles, from the candles alone (a CandleBook only when some candle is clean)."""
     clean, quarantine, notes, runs = validate_candle_runs(candles, instruments_path)
-    book = labeling.CandleBook(clean, runs, instruments_path) if len(clean) else None
+    book = labeling.CandleBook(clean, runs, instruments_path, hash_now=True) if len(clean) else None
     return clean, quarantine, notes, book
 
 

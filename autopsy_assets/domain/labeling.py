@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -128,13 +128,15 @@ class CandleBook:
         candles: pd.DataFrame,
         candle_runs: np.ndarray | None = None,
         instruments_path: str | None = None,
+        hash_now: bool = False,
     ):
         """``candle_runs``: where each (symbol, timeframe) run of the clean, sorted ``candles``
-        starts (validate_candle_runs gives them; found by comparing neighbours when None)."""
+        starts (validate_candle_runs gives them; found by comparing neighbours when None).
+        ``hash_now``: start hashing the candle blocks in a worker at once (else `label` starts
+        it)."""
+        self.candles = candles
         self.runs = replay.candle_runs(candles) if candle_runs is None else candle_runs
-        # the block hashes (the audits' identity) need only the candles: hashed in a worker
-        # from now on, beside the rest of the call (hashlib releases the GIL)
-        self.hashes = worker_pool().submit(replay.block_hashes, candles, self.runs)
+        self.hashes: Future | None = self.start_hashing() if hash_now else None
         self.bounds = np.append(self.runs, len(candles)).astype(np.int64)
         self.sets: list[_CandleSet] = []
         self.by_symbol: dict[str, list[int]] = {}  # a symbol's sets, finest first
@@ -174,6 +176,11 @@ class CandleBook:
             else np.zeros((0, 2), dtype=np.int64)
         )
 
+    def start_hashing(self) -> Future:
+        """The sha256 of every candle block (the audits' identity), computed in a worker
+        beside the rest of the call (hashlib releases the GIL)."""
+        return worker_pool().submit(replay.block_hashes, self.candles, self.runs)
+
 
 # --- the engine --------------------------------------------------------------------------------
 
@@ -198,8 +205,9 @@ def label(
     validation.validate_insights_coded found (factorized here when None).
     """
     if book is None:
-        book = CandleBook(candles, None, instruments_path)
-    return _label(insights, horizons, rules, now, instruments_path, book, codes or {})
+        book = CandleBook(candles, None, instruments_path, hash_now=True)
+    hashes = book.hashes or book.start_hashing()
+    return _label(insights, horizons, rules, now, instruments_path, book, hashes, codes or {})
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -221,7 +229,7 @@ def worker_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def _label(insights, horizons, rules, now, instruments_path, book, codes):
+def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes):
     horizons = [str(h).upper() for h in horizons]
     unknown = [h for h in horizons if h not in HORIZONS]
     if unknown:
@@ -491,7 +499,7 @@ def _label(insights, horizons, rules, now, instruments_path, book, codes):
 
     # identity: candle blocks per (set, first day, last day), broadcast
     rule_hash_col = known["rule_hash"]
-    blocks = book.hashes.result()
+    blocks = hashes.result()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
         blocks, sets, group_id, hash_first_day, hash_last_ns
     )
