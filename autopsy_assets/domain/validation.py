@@ -432,7 +432,13 @@ def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np
     normalised table may hold a value twice ('eurusd' and 'EURUSD') and values of rejected
     rows."""
     used = np.flatnonzero(np.bincount(codes, minlength=len(table)))
-    used_codes, uniques = pd.factorize(table[used])
+    values = np.asarray(table[used], dtype=object)
+    if len(set(values.tolist())) == len(values):  # (the common case: nothing to merge)
+        if np.array_equal(used, np.arange(len(used))):  # codes 0..k-1: kept as they are
+            return codes, values
+        used_codes, uniques = np.arange(len(used)), values
+    else:
+        used_codes, uniques = pd.factorize(values)
     remap = np.zeros(len(table), dtype=np.int64)
     remap[used] = used_codes
     return remap[codes], np.asarray(uniques, dtype=object)
