@@ -575,6 +575,7 @@ class _Runs:
             reasons.add(self.rows(per_run), make)
 
     def of_row(self, i: int) -> int:
+        """The run row ``i`` lies in."""
         return i if self.by_row else int(np.searchsorted(self.starts, i, side="right")) - 1
 
 
@@ -592,6 +593,55 @@ def infer_timeframe(ts_ns: np.ndarray) -> str | None:
         if minutes == mode_min:
             return name
     return None
+
+
+def _sorted_without_duplicates(
+    good: np.ndarray,
+    group: np.ndarray,
+    ts_ns: np.ndarray,
+    prices: tuple[np.ndarray, ...],
+    reasons: _Reasons,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept, their groups) of the ``good`` candles in (group, ts) order: exact duplicates
+    keep one row, and every copy of a conflicting one (same group and ts, different prices)
+    goes to ``reasons``; sorting and dropped copies are noted."""
+    g, t = group[good], ts_ns[good]
+    sorted_already = len(good) < 2 or bool(
+        np.all((g[1:] > g[:-1]) | ((g[1:] == g[:-1]) & (t[1:] >= t[:-1])))
+    )
+    if not sorted_already:
+        notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
+        order = np.lexsort((t, g))
+        good, g, t = good[order], g[order], t[order]
+    # duplicates are neighbours once sorted
+    same_key = np.zeros(len(good), dtype=bool)
+    if len(good) > 1:
+        same_key[1:] = (g[1:] == g[:-1]) & (t[1:] == t[:-1])
+    if not same_key.any():
+        return good, g
+    dup_group = np.cumsum(~same_key)
+    first = np.flatnonzero(~same_key)[dup_group - 1]
+    differs = np.zeros(len(good), dtype=bool)
+    for arr in prices:
+        a = arr[good]
+        differs |= a != a[first]
+    conflicted = (np.bincount(dup_group, weights=differs.astype(float)) > 0)[dup_group]
+    exact = same_key & ~conflicted
+    if exact.any():
+        notes.append(f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)")
+    if conflicted.any():
+        mask = np.zeros(len(group), dtype=bool)
+        mask[good[conflicted]] = True
+        reasons.add(
+            mask,
+            lambda i: (
+                f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
+                "two rows with different prices; all copies quarantined"
+            ),
+        )
+    drop = exact | conflicted
+    return good[~drop], g[~drop]
 
 
 def validate_candles(
@@ -703,45 +753,11 @@ def validate_candle_runs(
         symbol_col = _categorical(sym_codes, sym_table, runs)
         timeframe_col = _categorical(tf_codes, tf_table, runs)
     else:
-        group = runs.rows(run_group)
         good = np.arange(n) if everything_good else np.flatnonzero(~r.bad)
-        g, t = group[good], ts_ns[good]
-        sorted_already = len(good) < 2 or bool(
-            np.all((g[1:] > g[:-1]) | ((g[1:] == g[:-1]) & (t[1:] >= t[:-1])))
+        keep, kept_group = _sorted_without_duplicates(
+            good, runs.rows(run_group), ts_ns, (o, h, lo, c, spread), r, notes
         )
-        if not sorted_already:
-            notes.append("candles were not sorted; sorted by symbol, timeframe, ts")
-            order = np.lexsort((t, g))
-            good, g, t = good[order], g[order], t[order]
-        # duplicates are neighbours once sorted
-        same_key = np.zeros(len(good), dtype=bool)
-        if len(good) > 1:
-            same_key[1:] = (g[1:] == g[:-1]) & (t[1:] == t[:-1])
-        drop = np.zeros(len(good), dtype=bool)
-        if same_key.any():
-            dup_group = np.cumsum(~same_key)
-            first = np.flatnonzero(~same_key)[dup_group - 1]
-            differs = np.zeros(len(good), dtype=bool)
-            for arr in (o, h, lo, c, spread):
-                a = arr[good]
-                differs |= a != a[first]
-            conflicted = (np.bincount(dup_group, weights=differs.astype(float)) > 0)[dup_group]
-            exact = same_key & ~conflicted
-            if exact.any():
-                notes.append(
-                    f"{int(exact.sum())} exact duplicate candle row(s) dropped (one copy kept)"
-                )
-            drop = exact | conflicted
-            if conflicted.any():
-                mask = np.zeros(n, dtype=bool)
-                mask[good[conflicted]] = True
-                r.add(
-                    mask,
-                    lambda i: (
-                        f"conflicting duplicate candle at {pd.Timestamp(ts_ns[i], tz='UTC')}: "
-                        "two rows with different prices; all copies quarantined"
-                    ),
-                )
+
         def rid(i: int) -> str:
             return f"{symbol(i)}|{tf(i)}|{pd.Timestamp(ts_ns[i], tz='UTC').isoformat()}"
 
@@ -749,9 +765,7 @@ def validate_candle_runs(
             {"source": "candles", "row_id": rid(i), "reason": r.reason(i), "row": int(i)}
             for i in np.flatnonzero(r.bad)
         )
-        keep = good[~drop]
         take = lambda a: a[keep]  # noqa: E731
-        kept_group = g[~drop]
         run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
         run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
         symbol_col = _categorical(take(runs.rows(sym_codes)), sym_table)
