@@ -20,7 +20,6 @@ candle.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -45,8 +44,9 @@ _EXIT_REASONS = np.asarray(settle.EXIT_REASONS, dtype=object)
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _sha(data: str) -> str:
-    return hashlib.sha256(data.encode()).hexdigest()
+
+
+_sha = replay.sha256_hex  # (text -> its sha256, hex)
 
 
 def _fmt_ts(ns: int) -> str:
