@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from autopsy_assets.domain import labeling, rules as rules_mod
+from autopsy_assets.domain import labeling
+from autopsy_assets.domain import rules as rules_mod
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS
 from autopsy_assets.domain.validation import (
     InputError,

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")  # the one dtype autopsy keeps times in
 
 

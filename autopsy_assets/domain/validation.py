@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.arrays import arrow_array as _arrow_array
 from autopsy_assets.domain.arrays import UTC_NS, factorize, filled, text_runs, utc_index
+from autopsy_assets.domain.arrays import arrow_array as _arrow_array
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
     INSIGHT_OPTIONAL,
