@@ -43,9 +43,6 @@ _EXIT_REASONS = np.asarray(settle.EXIT_REASONS, dtype=object)
 
 # --- helpers -----------------------------------------------------------------------------------
 
-
-
-
 _sha = replay.sha256_hex  # (text -> its sha256, hex)
 
 
@@ -143,7 +140,8 @@ class CandleBook:
         self.whole: dict[str, np.ndarray] = {}
         self.tables: tuple[BlockTables, BlockTables] | None = None
         if len(candles):
-            # the columns once as arrays; each set takes views of its rows
+            # validated candles are sorted by (symbol, timeframe, ts): sets are contiguous runs;
+            # the columns once as arrays, each set takes views of its rows
             whole = {"ts": candles["ts"].to_numpy(dtype="datetime64[ns]").view("int64")}
             for col in ("open", "high", "low", "close", "spread"):
                 whole[col] = candles[col].to_numpy(dtype=float)
@@ -218,10 +216,10 @@ _MAIN_SHARE = 0.4
 
 def worker_pool() -> ThreadPoolExecutor:
     """Two worker threads for the parts of a labeling call that run beside the main thread
-    (candle validation, block hashing, half of the compiled settling), made once per process
-    (a forked child cannot use its parent's). Their tasks never wait on each other. Only
-    hashing and settling release the GIL for long; candle validation shares it with the
-    insight checks (see api.label_outcomes)."""
+    (candle validation and layout, block hashing, part of the compiled settling), made once
+    per process (a forked child cannot use its parent's). Their tasks never wait on each
+    other. Only hashing and settling release the GIL for long; candle validation shares it
+    with the insight checks (see api.label_outcomes)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         heap.keep_freed_memory()  # a labeling process: keep the arrays' pages between calls
