@@ -16,9 +16,12 @@ Codes (index into the tables that labeling.py keeps beside them):
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 
+from autopsy_assets.domain import walk
 from autopsy_assets.domain.walk import _first_touch
 
 OUTCOMES = ("pending", "succeeded", "failed", "neutral", "needs_review")
@@ -271,3 +274,28 @@ def metrics(
         risk = abs(en - stop[i])
         risk_reward[i] = sg * (x - en) / risk if risk > 0 else np.nan
         slippage_pips[i] = sg * (fill[i] - en) / pip[i]
+
+
+def drop_cache_older_than(path: str, *kernels) -> list[str]:
+    """Empty the on-disk cache index of each of ``kernels`` that is older than the file
+    ``path``, so the next process compiles them again; returns the index files emptied.
+
+    numba keys a kernel's cache on the kernel's own source file, yet `settle` compiles
+    walk._first_touch into itself: after walk.py changes (its block widths, say), a warm cache
+    would run the old walk against the new block tables. Anything but numba 0.68's cache layout
+    (or no cache at all) leaves the cache as it is.
+    """
+    stamp = os.stat(path).st_mtime
+    removed = []
+    for kernel in kernels:
+        try:
+            index = kernel._cache._cache_file._index_path
+            if os.path.exists(index) and os.stat(index).st_mtime < stamp:
+                kernel._cache.flush()
+                removed.append(index)
+        except (AttributeError, OSError):
+            pass
+    return removed
+
+
+drop_cache_older_than(walk.__file__, settle)

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autopsy_assets.api import label_outcomes
+from autopsy_assets.domain import settle
 from autopsy_assets.domain.arrays import distinct, factorize, filled, text_runs
 from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
 
@@ -225,3 +230,27 @@ def test_text_runs_are_the_changes_between_neighbours(values, repeat, kind, skip
     else:
         head = values[:1024]
         assert np.count_nonzero(head[1:] != head[:-1]) > len(head) // 16
+
+
+def test_settles_compiled_code_older_than_the_walk_is_dropped(tmp_path):
+    """settle compiles the walk into itself: its cache must not outlive a change of walk.py."""
+    ts = pd.date_range("2018-03-06 10:00", periods=120, freq="1min", tz="UTC")
+    candles = pd.DataFrame({"symbol": "EURUSD", "timeframe": "1m", "ts": ts, "open": 1.2,
+                            "high": 1.201, "low": 1.199, "close": 1.2})
+    insight = pd.DataFrame({"insight_id": ["a"], "created_at": [ts[0]], "symbol": "EURUSD",
+                            "side": "long", "entry_price": 1.2})
+    label_outcomes(insight, candles, horizons=("1H",))  # settle is compiled (or loaded) and cached
+    index = Path(settle.settle._cache._cache_file._index_path)
+    saved, stat = index.read_bytes(), index.stat()
+    older, newer = tmp_path / "older.py", tmp_path / "newer.py"
+    for path, shift in ((older, -10), (newer, 10)):
+        path.write_text("")
+        os.utime(path, (stat.st_mtime + shift, stat.st_mtime + shift))
+    try:
+        assert settle.drop_cache_older_than(str(older), settle.settle) == []
+        assert index.read_bytes() == saved
+        assert settle.drop_cache_older_than(str(newer), settle.settle) == [str(index)]
+        assert len(index.read_bytes()) < len(saved)  # an empty index: the next process compiles
+    finally:  # (the real cache stays for the rest of the suite)
+        index.write_bytes(saved)
+        os.utime(index, (stat.st_atime, stat.st_mtime))
