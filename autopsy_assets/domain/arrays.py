@@ -45,7 +45,8 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def text_runs(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
     """(where each run of equal neighbours starts, each run's value as an object array) of a
     column of at least 4,096 rows holding at most one run per 8 rows; None otherwise (ids,
-    sides, short or unsorted columns: the caller works per row).
+    sides, short or unsorted columns, and arrow dictionary or string-view text, which pyarrow
+    cannot run-length encode: the caller works per row).
 
     Arrow text whose values all have one byte length (symbols, timeframes) is compared as raw
     bytes, a whole-buffer comparison; other arrow text is run-length encoded by pyarrow (~4x
@@ -78,7 +79,10 @@ def _arrow_runs(chunked: pa.ChunkedArray, limit: int) -> tuple[np.ndarray, np.nd
             return None
         starts = _fixed_width_run_starts(chunk, limit)
         if starts is None:
-            ends = pc.run_end_encode(chunk).run_ends.to_numpy().astype(np.int64)
+            try:
+                ends = pc.run_end_encode(chunk).run_ends.to_numpy().astype(np.int64)
+            except pa.ArrowNotImplementedError:  # (dictionary or string_view text: per row)
+                return None
             starts = np.concatenate([[0], ends[:-1]])
         if len(starts) > limit:
             return None

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -228,3 +229,25 @@ def test_symbols_that_differ_only_in_case_or_spaces_are_one_run():
     clean, quarantine, notes, runs = validate_candle_runs(frame)
     assert not quarantine and notes == () and runs.tolist() == [0]
     assert list(clean["symbol"].cat.categories) == ["EURUSD"] and len(clean) == 6000
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())), pd.ArrowDtype(pa.string_view())],
+    ids=["arrow-dictionary", "arrow-string_view"],
+)
+def test_candles_with_arrow_text_pyarrow_cannot_run_length_encode(dtype):
+    """Dictionary-encoded text (parquet read with the pyarrow backend) and string views: checked
+    row by row, as the same candles with plain text are checked per run."""
+    ts = pd.date_range(T0, periods=3000, freq="1min")
+    frame = pd.concat(
+        [pd.DataFrame({"symbol": sym, "timeframe": "1m", "ts": ts, "open": 1.2, "high": 1.21,
+                       "low": 1.19, "close": 1.2}) for sym in ("EURUSD", "GBPUSD")],
+        ignore_index=True,
+    )
+    want, _, _, want_runs = validate_candle_runs(frame)
+    given = frame.astype({"symbol": dtype, "timeframe": dtype})
+    clean, quarantine, notes, runs = validate_candle_runs(given)
+    pd.testing.assert_frame_equal(clean, want)
+    assert runs.tolist() == want_runs.tolist() == [0, 3000]
+    assert not quarantine and notes == ()
