@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import numba
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from autopsy_assets.domain import instruments
@@ -65,6 +66,11 @@ def require_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> Non
 
 def to_utc_ns(values: pd.Series, column: str, what: str) -> pd.Series:
     """A datetime Series as UTC ns; naive datetimes are refused (never silently UTC)."""
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_timestamp(
+        values.dtype.pyarrow_dtype
+    ):  # (parquet read with the pyarrow backend): as numpy-backed datetimes, zone and all
+        tz = values.dtype.pyarrow_dtype.tz
+        values = values.astype(pd.DatetimeTZDtype("ns", tz) if tz else "datetime64[ns]")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").dt.as_unit("ns")
     if pd.api.types.is_datetime64_dtype(values.dtype):

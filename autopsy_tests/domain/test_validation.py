@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autopsy_assets.domain.validation import (
+    InputError,
     validate_candle_runs,
     validate_candles,
     validate_insights,
@@ -251,3 +252,22 @@ def test_candles_with_arrow_text_pyarrow_cannot_run_length_encode(dtype):
     pd.testing.assert_frame_equal(clean, want)
     assert runs.tolist() == want_runs.tolist() == [0, 3000]
     assert not quarantine and notes == ()
+
+
+@pytest.mark.parametrize("unit", ["ns", "us"])
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", None])
+def test_candle_times_as_arrow_timestamps_are_read_with_their_zone(tz, unit):
+    ts = pd.date_range(T0, periods=3, freq="1min")
+    frame = pd.DataFrame({"symbol": "EURUSD", "timeframe": "1m", "ts": ts, "open": 1.2,
+                          "high": 1.21, "low": 1.19, "close": 1.2})
+    arrow_ts = (ts.tz_convert(tz) if tz else ts.tz_localize(None)).astype(
+        pd.ArrowDtype(pa.timestamp(unit, tz=tz))
+    )
+    given = frame.assign(ts=arrow_ts)
+    if tz is None:  # naive times are refused, never taken as UTC
+        with pytest.raises(InputError, match="timezone-naive"):
+            validate_candles(given)
+        return
+    clean, quarantine, _ = validate_candles(given)
+    assert not quarantine
+    assert clean["ts"].dt.tz is not None and list(clean["ts"]) == list(ts)
