@@ -73,14 +73,15 @@ def _inside_closure(start, end, closures, lo, hi):  # pragma: no cover - compile
     """Whether [start, end] lies wholly inside one of the closure intervals closures[lo:hi]
     (instruments.inside_closure for one gap; rows, not a slice: a slice per row would cost
     the kernel a reference count update)."""
+    first = lo
     while lo < hi:  # the last interval opening at or before start
         mid = (lo + hi) >> 1
         if closures[mid, 0] <= start:
             lo = mid + 1
         else:
             hi = mid
-    k = lo - 1
-    return k >= 0 and start >= closures[k, 0] and end <= closures[k, 1]
+    k = lo - 1  # (below first: none of these intervals opens by then)
+    return k >= first and start >= closures[k, 0] and end <= closures[k, 1]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -575,3 +575,17 @@ def test_finer_candles_covering_only_the_ambiguous_bar_settle_it_and_replay_read
         audits, insight(), lambda hs: pd.concat([store[h] for h in hs], ignore_index=True)
     )
     assert replay["match"].all(), replay["differing"].tolist()
+
+
+
+def test_a_sets_closures_are_its_own():
+    """settle looks closures up in one array for all candle sets, each set in its own range: a
+    set with no closures (crypto) never borrows the last closure of the set before it."""
+    from autopsy_assets.domain.settle import _inside_closure
+
+    closures = np.array([[0, 100], [200, 300], [400, 500]], dtype=np.int64)
+    assert _inside_closure(10, 20, closures, 0, 1)  # the first set's only closure
+    assert not _inside_closure(10, 20, closures, 1, 1)  # the second set has none
+    assert not _inside_closure(250, 260, closures, 2, 3)  # the third set's begins later
+    assert _inside_closure(250, 260, closures, 1, 3)
+    assert not _inside_closure(250, 350, closures, 1, 3)  # (it outlasts the closure)
