@@ -75,6 +75,8 @@ def _arrow_runs(chunked: pa.ChunkedArray, limit: int) -> tuple[np.ndarray, np.nd
     """`text_runs` of arrow text, chunk by chunk (joining the chunks would copy them)."""
     parts, value_parts, at = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=object)], 0
     for chunk in chunked.chunks:
+        if not len(chunk):  # (pd.concat with an empty frame leaves an empty chunk)
+            continue
         if chunk.null_count:
             return None
         starts = _fixed_width_run_starts(chunk, limit)

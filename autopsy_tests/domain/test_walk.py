@@ -214,9 +214,10 @@ def test_a_batch_settled_on_two_threads_equals_its_rows_settled_alone():
 )
 def test_text_runs_are_the_changes_between_neighbours(values, repeat, kind, skip):
     values = np.repeat(np.asarray(values, dtype=object), repeat)[skip:]
-    if kind == "str-chunked":  # (arrow text in several chunks, runs across their edges)
-        series = pd.concat([pd.Series(part, dtype="str") for part in np.array_split(values, 3)],
-                           ignore_index=True)
+    if kind == "str-chunked":  # (arrow text in several chunks, runs across their edges, and
+        # an empty chunk, as pd.concat with an empty frame leaves)
+        parts = [values[:0], *np.array_split(values, 3)]
+        series = pd.concat([pd.Series(part, dtype="str") for part in parts], ignore_index=True)
     else:
         series = pd.Series(values, dtype=kind)
     changes = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
