@@ -286,15 +286,14 @@ def drop_cache_older_than(path: str, *kernels) -> list[str]:
     would run the old walk against the new block tables. Anything but numba 0.68's cache layout
     (or no cache at all) leaves the cache as it is.
     """
-    stamp = os.stat(path).st_mtime
     removed = []
     for kernel in kernels:
         try:
             index = kernel._cache._cache_file._index_path
-            if os.path.exists(index) and os.stat(index).st_mtime < stamp:
+            if os.path.exists(index) and os.stat(index).st_mtime < os.stat(path).st_mtime:
                 kernel._cache.flush()
                 removed.append(index)
-        except (AttributeError, OSError):
+        except (AttributeError, OSError, TypeError):  # (TypeError: a frozen walk has no file)
             pass
     return removed
 
