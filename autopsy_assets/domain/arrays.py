@@ -98,10 +98,18 @@ def _arrow_runs(chunked: pa.ChunkedArray, limit: int) -> tuple[np.ndarray, np.nd
     return (starts[change], values[change]) if len(starts) <= limit else None
 
 
+def change_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal neighbours starts: row 0 and every row that differs from the
+    row before it (none for no rows)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1]).astype(np.int64)
+
+
 def _change_starts(values: np.ndarray, limit: int) -> np.ndarray | None:
-    """Row 0 and every row that differs from the row before it; None past ``limit`` runs."""
-    change = np.flatnonzero(values[1:] != values[:-1]) + 1
-    return np.concatenate([[0], change]) if len(change) < limit else None
+    """`change_starts`; None past ``limit`` runs."""
+    starts = change_starts(values)
+    return starts if len(starts) <= limit else None
 
 
 def _fixed_width_run_starts(arr: pa.Array, limit: int) -> np.ndarray | None:

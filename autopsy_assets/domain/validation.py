@@ -16,7 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from autopsy_assets.domain import instruments
-from autopsy_assets.domain.arrays import UTC_NS, factorize, filled, text_runs, utc_index
+from autopsy_assets.domain.arrays import (
+    UTC_NS,
+    change_starts,
+    factorize,
+    filled,
+    text_runs,
+    utc_index,
+)
 from autopsy_assets.domain.arrays import arrow_array as _arrow_array
 from autopsy_assets.domain.schemas import (
     CANDLE_REQUIRED,
@@ -753,8 +760,7 @@ def validate_candle_runs(
     as_given = everything_good and in_order and not repeats
     if as_given:  # sorted, no duplicates: the runs of groups are the (symbol, timeframe) runs
         quarantine = Quarantine()
-        change = np.flatnonzero(run_group[1:] != run_group[:-1]) + 1
-        run_starts = runs.starts[np.concatenate([[0], change])] if n else runs.starts
+        run_starts = runs.starts[change_starts(run_group)]
         take = lambda a: a  # noqa: E731
         symbol_col = _categorical(sym_codes, sym_table, runs)
         timeframe_col = _categorical(tf_codes, tf_table, runs)
@@ -772,8 +778,7 @@ def validate_candle_runs(
             for i in np.flatnonzero(r.bad)
         )
         take = lambda a: a[keep]  # noqa: E731
-        run_starts = np.flatnonzero(kept_group[1:] != kept_group[:-1]) + 1
-        run_starts = np.concatenate([[0], run_starts]) if len(kept_group) else run_starts
+        run_starts = change_starts(kept_group)
         symbol_col = _categorical(take(runs.rows(sym_codes)), sym_table)
         timeframe_col = _categorical(take(runs.rows(tf_codes)), tf_table)
 
