@@ -28,7 +28,7 @@ import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
 from autopsy_assets.domain import heap, instruments, replay, settle
-from autopsy_assets.domain.arrays import arrow_array, distinct, filled, utc_index
+from autopsy_assets.domain.arrays import distinct, filled, utc_index
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 from autopsy_assets.domain.walk import BlockTables, walk_sides
@@ -259,7 +259,7 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
 
     def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
         column = insights["insight_id"]
-        if arrow_array(column) is None:
+        if not isinstance(column.array, pd.arrays.ArrowExtensionArray):
             return text("insight_id")
         if n_h == 1:  # a new wrapper of the immutable arrow data (edits stay in the output)
             return column.array.copy()

@@ -441,9 +441,9 @@ def _unique_text_ids(ids: pd.Series) -> tuple[np.ndarray | pd.api.extensions.Ext
 
 
 def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, distinct values) keeping each value once and only the values some row uses: the
-    normalised table may hold a value twice ('eurusd' and 'EURUSD') and values of rejected
-    rows."""
+    """(codes, distinct values) keeping each value once and only the values some row uses: a
+    table may hold values of rejected rows, and a value twice (a blank status read as
+    'published' beside 'published'; _factor_text's own tables hold each value once)."""
     used = np.flatnonzero(np.bincount(codes, minlength=len(table)))
     values = np.asarray(table[used], dtype=object)
     if len(set(values.tolist())) == len(values):  # (the common case: nothing to merge)
