@@ -24,6 +24,12 @@ T0 = pd.Timestamp("2018-03-06 10:00", tz="UTC")
 NUMBERS = [1.2, 1.19, 1.21, 0.0, -1.0, math.nan, 50.0, 101.0]
 
 
+def flat_candles(ts, symbol="EURUSD", timeframe="1m", **columns) -> pd.DataFrame:
+    """Valid candles at ``ts`` that all open and close at 1.2 inside [1.19, 1.21]."""
+    return pd.DataFrame({"symbol": symbol, "timeframe": timeframe, "ts": ts, "open": 1.2,
+                         "high": 1.21, "low": 1.19, "close": 1.2, **columns})
+
+
 def insight_reason(row: dict) -> str | None:
     """The first failing check of one insight's side and numbers, bar by bar of the rules."""
     side, entry = row["side"], row["entry_price"]
@@ -157,9 +163,7 @@ def test_unique_ids_are_checked_without_a_python_string_per_arrow_id(dtype):
                                            ("ts", pd.Timestamp("2001-01-01", tz="UTC"))])
 def test_clean_candles_and_the_callers_frame_are_edited_apart(column, value):
     """Clean input is kept without a copy, yet an edit of either frame stays in that frame."""
-    given = pd.DataFrame({"symbol": "EURUSD", "timeframe": "1m",
-                          "ts": pd.date_range(T0, periods=4, freq="1min").as_unit("ns"),
-                          "open": 1.2, "high": 1.21, "low": 1.19, "close": 1.2, "spread": 0.0})
+    given = flat_candles(pd.date_range(T0, periods=4, freq="1min").as_unit("ns"), spread=0.0)
     clean, quarantine, _ = validate_candles(given)
     assert not quarantine
     kept = clean.copy(deep=True)
@@ -204,8 +208,7 @@ def test_grouped_candles_are_judged_as_the_same_rows_shuffled(groups, bad_at, dt
     for k, (sym, tf, n) in enumerate(groups):
         minutes = {"1m": 1, "1M": 1, "5m": 5, "": 1, "7m": 7}[tf]
         ts = T0 + pd.to_timedelta(np.arange(n) * minutes + k * 10**5, unit="min")
-        parts.append(pd.DataFrame({"symbol": sym, "timeframe": tf, "ts": ts, "open": 1.2,
-                                   "high": 1.21, "low": 1.19, "close": 1.2, "spread": 0.0}))
+        parts.append(flat_candles(ts, sym, tf, spread=0.0))
     grouped = pd.concat(parts, ignore_index=True)
     for at in bad_at:  # a few bad prices inside the runs
         grouped.loc[at % len(grouped), "high"] = 1.0
@@ -224,9 +227,7 @@ def test_grouped_candles_are_judged_as_the_same_rows_shuffled(groups, bad_at, dt
 
 def test_symbols_that_differ_only_in_case_or_spaces_are_one_run():
     ts = pd.date_range(T0, periods=6000, freq="1min")
-    frame = pd.DataFrame({"symbol": np.where(np.arange(6000) % 2, "eurusd", " EURUSD"),
-                          "timeframe": "1m", "ts": ts, "open": 1.2, "high": 1.21, "low": 1.19,
-                          "close": 1.2})
+    frame = flat_candles(ts, np.where(np.arange(6000) % 2, "eurusd", " EURUSD"))
     clean, quarantine, notes, runs = validate_candle_runs(frame)
     assert not quarantine and notes == () and runs.tolist() == [0]
     assert list(clean["symbol"].cat.categories) == ["EURUSD"] and len(clean) == 6000
@@ -241,11 +242,7 @@ def test_candles_with_arrow_text_pyarrow_cannot_run_length_encode(dtype):
     """Dictionary-encoded text (parquet read with the pyarrow backend) and string views: checked
     row by row, as the same candles with plain text are checked per run."""
     ts = pd.date_range(T0, periods=3000, freq="1min")
-    frame = pd.concat(
-        [pd.DataFrame({"symbol": sym, "timeframe": "1m", "ts": ts, "open": 1.2, "high": 1.21,
-                       "low": 1.19, "close": 1.2}) for sym in ("EURUSD", "GBPUSD")],
-        ignore_index=True,
-    )
+    frame = pd.concat([flat_candles(ts, sym) for sym in ("EURUSD", "GBPUSD")], ignore_index=True)
     want, _, _, want_runs = validate_candle_runs(frame)
     given = frame.astype({"symbol": dtype, "timeframe": dtype})
     clean, quarantine, notes, runs = validate_candle_runs(given)
@@ -258,8 +255,7 @@ def test_candles_with_arrow_text_pyarrow_cannot_run_length_encode(dtype):
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", None])
 def test_candle_times_as_arrow_timestamps_are_read_with_their_zone(tz, unit):
     ts = pd.date_range(T0, periods=3, freq="1min")
-    frame = pd.DataFrame({"symbol": "EURUSD", "timeframe": "1m", "ts": ts, "open": 1.2,
-                          "high": 1.21, "low": 1.19, "close": 1.2})
+    frame = flat_candles(ts)
     arrow_ts = (ts.tz_convert(tz) if tz else ts.tz_localize(None)).astype(
         pd.ArrowDtype(pa.timestamp(unit, tz=tz))
     )
