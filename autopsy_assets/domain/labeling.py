@@ -209,9 +209,11 @@ def label(
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
-# the share of a large batch's rows the main thread settles itself; a worker settles the rest
-# while the main thread first builds the columns the walk does not change
-_MAIN_SHARE = 0.4
+# a large batch is settled in pieces by a worker and the main thread: the worker's first piece
+# (a share of the rows) covers the time the main thread spends on the columns the walk does not
+# change; the rest are pieces of _PIECE rows (~0.5 ms of settling each) taken in turn
+_WORKER_HEAD = 0.25
+_PIECE = 2048
 
 
 def worker_pool() -> ThreadPoolExecutor:
@@ -340,21 +342,31 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
     review_reason = filled(N, "")
     hash_first_day = created - created % _DAY_NS
     hash_last_ns = np.full(N, -1, dtype=np.int64)  # last bar read (hash covers blocks up to it)
-    group_id = np.full(N, -1, dtype=np.int64)
     bar_of_row = np.zeros(N, dtype=np.int64)
     lived_lo, lived_hi = np.full(N, np.inf), np.full(N, -np.inf)
 
     sets, by_symbol = book.sets, book.by_symbol
 
     now_ns = None if now is None else pd.Timestamp(now).tz_convert("UTC").value
-    sym_latest = np.full(N, np.iinfo(np.int64).min, dtype=np.int64)
+    # per symbol: its latest candle end and, when it has one candle set, the set every row
+    # walks; rows of a symbol with several timeframes choose per window below
+    latest_of = np.full(len(sym_uniq), np.iinfo(np.int64).min, dtype=np.int64)
+    set_of = np.full(len(sym_uniq), -1, dtype=np.int64)
+    several = []
     sym_position = {sym: k for k, sym in enumerate(sym_uniq.tolist())}
     for sym, gids in by_symbol.items():
         if sym not in sym_position:  # candles of a symbol no insight is about
             continue
-        rows = sym_codes == sym_position[sym]
-        latest = max(sets[g].last_end for g in gids)
-        sym_latest[rows] = latest
+        k = sym_position[sym]
+        latest_of[k] = max(sets[g].last_end for g in gids)
+        if len(gids) == 1:
+            set_of[k] = gids[0]
+        else:
+            several.append((k, gids))
+    sym_latest, group_id = latest_of[sym_codes], set_of[sym_codes]
+    for k, gids in several:
+        rows = sym_codes == k
+        latest = int(latest_of[k])
         row_now = np.full(int(rows.sum()), latest if now_ns is None else now_ns, dtype=np.int64)
         cutoff = np.minimum(win_end[rows], row_now)
         chosen = np.full(int(rows.sum()), -1, dtype=np.int64)
@@ -422,27 +434,36 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
             hash_last_ns,
         )
         gap_list = g * len(thresholds) + thr_code
-        # rows are independent and the kernel releases the GIL: a worker settles the larger
-        # share while this thread builds the columns the walk does not change, then settles
-        # the rest; both write disjoint rows of the same outputs (a small batch stays here)
-        mine = int(len(rows) * _MAIN_SHARE) if len(rows) >= 4096 else len(rows)
-        other = (
-            worker_pool().submit(
-                settle.settle, *candle_args,
-                rows[mine:], g[mine:], hole_ns[mine:], gap_list[mine:], *row_args,
-            )
-            if mine < len(rows)
-            else None
-        )
+
+        def settle_rows(a: int, b: int) -> None:
+            settle.settle(*candle_args, rows[a:b], g[a:b], hole_ns[a:b], gap_list[a:b], *row_args)
+
+        # rows are independent and the kernel releases the GIL: a worker settles the first
+        # share while this thread builds the columns the walk does not change; then both take
+        # the remaining pieces in turn until none is left, so neither waits long for the other
+        # (how fast each goes depends on what else the machine runs). Both write disjoint rows
+        # of the same outputs; a small batch stays on this thread.
+        n_rows = len(rows)
+        head = int(n_rows * _WORKER_HEAD) if n_rows >= 4096 else n_rows
+        pieces = iter([(a, min(a + _PIECE, n_rows)) for a in range(head, n_rows, _PIECE)])
+
+        def settle_pieces() -> None:
+            for a, b in pieces:  # (a list iterator hands each piece to one thread only)
+                settle_rows(a, b)
+
+        def worker() -> None:
+            settle_rows(0, head)
+            settle_pieces()
+
+        other = worker_pool().submit(worker) if head < n_rows else None
         known, filtered, inv_rules = known_columns()
-        settle.settle(*candle_args, rows[:mine], g[:mine], hole_ns[:mine], gap_list[:mine],
-                      *row_args)
-        if other is not None:
+        if other is None:
+            settle_rows(0, n_rows)
+        else:
+            settle_pieces()
             other.result()
     else:
         known, filtered, inv_rules = known_columns()
-    outcome = _OUTCOMES[outcome_code]
-    exit_reason = _EXIT_REASONS[reason_code]
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
         review_reason[i] = _describe_review(
             settle.REVIEWS[review_code[i]], int(review_from[i]), int(review_to[i])
@@ -461,10 +482,10 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
             pip,
             bar_of_row,
             ambiguous,
-            outcome,
+            outcome_code,
             exit_price,
             exit_time,
-            exit_reason,
+            reason_code,
             gap_pips,
             low_price,
             high_price,
@@ -477,10 +498,9 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
     no_data = group_id < 0
     if no_data.any() and now_ns is not None:
         late = no_data & (now_ns >= win_end)
-        outcome[late], review_reason[late] = (
-            "needs_review",
-            "empty_window: no candles for this symbol",
-        )
+        outcome_code[late] = settle.NEEDS_REVIEW
+        review_reason[late] = "empty_window: no candles for this symbol"
+    outcome, exit_reason = _OUTCOMES[outcome_code], _EXIT_REASONS[reason_code]
 
     # metrics
     pnl_pct, max_dd, max_fav, duration, rr_actual, slippage = (np.empty(N) for _ in range(6))
@@ -540,7 +560,7 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
         "slippage_pips": slippage,
         "gap_pips": gap_pips,
         "ambiguous": ambiguous,
-        "needs_review": replay_outcome == "needs_review",
+        "needs_review": outcome_code == settle.NEEDS_REVIEW,
         "needs_review_reason": review_reason,
         "candles_until": utc_index(
             np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
@@ -584,10 +604,10 @@ def _refine_ambiguous(
     pip,
     bar_of_row,
     ambiguous,
-    outcome,
+    outcome_code,
     exit_price,
     exit_time,
-    exit_reason,
+    reason_code,
     gap_pips,
     low_price,
     high_price,
@@ -599,8 +619,9 @@ def _refine_ambiguous(
 
     The walked timeframe is the finest covering the whole window; finer candles that cover
     only part of it (say, recent minutes under a long hourly history) still settle a coarse bar
-    they cover completely. Outcomes, exits and extremes are updated in place; ``fine_group``
-    records which finer set settled each row (its blocks join the audit's identity).
+    they cover completely. Outcome and exit reason codes, exits and extremes are updated in
+    place; ``fine_group`` records which finer set settled each row (its blocks join the audit's
+    identity).
     """
     for sym, gids in by_symbol.items():
         todo = np.flatnonzero(ambiguous & (symbol == sym))
@@ -627,9 +648,9 @@ def _refine_ambiguous(
             price, reason, gap, out, both = settle.exits(
                 cs.open, cs.spread, j, stop_hit[ok], tgt_hit[ok], lg, st, tg
             )
-            exit_price[rows], exit_reason[rows] = price, _EXIT_REASONS[reason]
+            exit_price[rows], reason_code[rows] = price, reason
             exit_time[rows] = cs.ts[j] + cs.bar_ns
-            outcome[rows] = _OUTCOMES[out]
+            outcome_code[rows] = out
             gap_pips[rows] = gap / pip[rows]
             ambiguous[rows] = both  # still both levels inside one finer bar
             low_price[rows] = np.fmin(np.fmin(lived_lo[rows], lo), price)
