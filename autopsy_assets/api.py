@@ -85,6 +85,12 @@ def label_outcomes(
     candle_check = labeling.worker_pool().submit(_candle_book, candles, instruments_path)
     clean_insights, q_ins, codes = validate_insights_coded(insights, instruments_path, False)
     n_clean = len(clean_insights["created_at"])
+    # the engine's insight side needs no candle: it is prepared while the worker still works
+    rows = (
+        labeling.InsightRows(clean_insights, horizons, rule_frame, instruments_path, codes)
+        if n_clean
+        else None
+    )
     clean_candles, q_can, notes, book = candle_check.result()
     quarantine = Quarantine(q_ins) + q_can
     if not n_clean and len(insights):
@@ -101,7 +107,8 @@ def label_outcomes(
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in AUDIT_COLUMNS})
     else:
         result = labeling.label(
-            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path, book, codes
+            clean_insights, clean_candles, horizons, rule_frame, now, instruments_path, book,
+            codes, rows,
         )
     result.attrs["quarantine"] = quarantine
     result.attrs["notes"] = tuple(notes)

@@ -21,7 +21,7 @@ candle.
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -133,7 +133,7 @@ class CandleBook:
         it)."""
         self.candles = candles
         self.runs = replay.candle_runs(candles) if candle_runs is None else candle_runs
-        self.hashes: Future | None = self.start_hashing() if hash_now else None
+        self.hashes = self.start_hashing() if hash_now else None
         self.bounds = np.append(self.runs, len(candles)).astype(np.int64)
         self.sets: list[_CandleSet] = []
         self.by_symbol: dict[str, list[int]] = {}  # a symbol's sets, finest first
@@ -174,10 +174,12 @@ class CandleBook:
             else np.zeros((0, 2), dtype=np.int64)
         )
 
-    def start_hashing(self) -> Future:
+    def start_hashing(self) -> replay.BlockHashing:
         """The sha256 of every candle block (the audits' identity), computed in a worker
-        beside the rest of the call (hashlib releases the GIL)."""
-        return worker_pool().submit(replay.block_hashes, self.candles, self.runs)
+        beside the rest of the call (hashlib releases the GIL); `result` gives them."""
+        hashing = replay.BlockHashing(self.candles, self.runs)
+        worker_pool().submit(hashing.work)
+        return hashing
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -192,6 +194,7 @@ def label(
     instruments_path: str | None = None,
     book: CandleBook | None = None,
     codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    rows: InsightRows | None = None,
 ) -> pd.DataFrame:
     """Label clean insights (validation.validate_insights, or the columns and codes of
     validate_insights_coded(frame=False)) on clean candles (validate_candles).
@@ -200,19 +203,21 @@ def label(
     normalised rules frame (rules.normalise_rules). ``now`` cuts the candles used (bars ending
     after it are ignored); None means the latest candle end of each symbol. ``book``: the
     CandleBook of ``candles`` (built here when None). ``codes``: the text codes that
-    validation.validate_insights_coded found (factorized here when None).
+    validation.validate_insights_coded found (factorized here when None). ``rows``: the
+    InsightRows of these insights, horizons and rules (built here when None; its columns
+    become the result's, so one serves one call).
     """
     if book is None:
         book = CandleBook(candles, None, instruments_path, hash_now=True)
     hashes = book.hashes or book.start_hashing()
-    return _label(insights, horizons, rules, now, instruments_path, book, hashes, codes or {})
+    if rows is None:
+        rows = InsightRows(insights, horizons, rules, instruments_path, codes)
+    return _label(rows, now, book, hashes)
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
-# a large batch is settled in pieces by a worker and the main thread: the worker's first piece
-# (a share of the rows) covers the time the main thread spends on the columns the walk does not
-# change; the rest are pieces of _PIECE rows (~0.5 ms of settling each) taken in turn
-_WORKER_HEAD = 0.25
+# a large batch is settled by a worker and the main thread in pieces of _PIECE rows (~0.5 ms of
+# settling each), taken in turn
 _PIECE = 2048
 
 
@@ -229,102 +234,120 @@ def worker_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes):
-    horizons = [str(h).upper() for h in horizons]
-    unknown = [h for h in horizons if h not in HORIZONS]
-    if unknown:
-        raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
-    n_ins, n_h = len(insights["created_at"]), len(horizons)
-    N = n_ins * n_h
+class InsightRows:
+    """The insight x horizon rows of a labeling call as the engine reads them: everything that
+    does not depend on the candles (the rows' times, sides and scope codes, the levels of the
+    winning rules, and the audit columns the walk does not change).
 
-    def rep(col):  # one row per insight x horizon
-        values = insights[col]  # (validation's dict holds arrays, a frame Series)
-        values = values.to_numpy() if isinstance(values, pd.Series) else values
-        return values if n_h == 1 else np.repeat(values, n_h)
+    api.label_outcomes builds them on the main thread while a worker is still checking and
+    laying out the candles. A missing rule is reported by `label`, after the candles' errors.
+    """
 
-    def coded(col):
-        """(code per row, distinct values) of a text column: text is compared and looked up
-        once per distinct value, never per row."""
-        if col in codes:
-            by_row, uniques = codes[col]
-        else:
-            by_row, uniques = pd.factorize(np.asarray(insights[col], dtype=object))
-        return (by_row if n_h == 1 else np.repeat(by_row, n_h)), np.asarray(uniques, dtype=object)
+    def __init__(
+        self,
+        insights: pd.DataFrame | dict,
+        horizons,
+        rules: pd.DataFrame,
+        instruments_path: str | None = None,
+        codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ):
+        """``insights``, ``rules`` and ``codes`` as `label` takes them."""
+        codes = codes or {}
+        horizons = [str(h).upper() for h in horizons]
+        unknown = [h for h in horizons if h not in HORIZONS]
+        if unknown:
+            raise ValueError(f"unknown horizon(s) {unknown}: expected {', '.join(HORIZONS)}")
+        n_ins, n_h = len(insights["created_at"]), len(horizons)
+        self.n = N = n_ins * n_h
 
-    def text(col):
-        """A text column, one value per row, as an array of its own: built from the codes
-        validation found (one value: references to it), else validation's objects."""
-        if col not in codes:
-            return rep(col).astype(object, copy=False)
-        by_row, uniques = coded(col)
-        return filled(len(by_row), uniques[0]) if len(uniques) == 1 else uniques[by_row]
+        def rep(col):  # one row per insight x horizon
+            values = insights[col]  # (validation's dict holds arrays, a frame Series)
+            values = values.to_numpy() if isinstance(values, pd.Series) else values
+            return values if n_h == 1 else np.repeat(values, n_h)
 
-    def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
-        column = insights["insight_id"]
-        if not isinstance(column.array, pd.arrays.ArrowExtensionArray):
-            return text("insight_id")
-        if n_h == 1:  # a new wrapper of the immutable arrow data (edits stay in the output)
-            return column.array.copy()
-        return column.array.take(np.repeat(np.arange(n_ins), n_h))
+        def coded(col):
+            """(code per row, distinct values) of a text column: text is compared and looked
+            up once per distinct value, never per row."""
+            if col in codes:
+                by_row, uniques = codes[col]
+            else:
+                by_row, uniques = pd.factorize(np.asarray(insights[col], dtype=object))
+            by_row = by_row if n_h == 1 else np.repeat(by_row, n_h)
+            return by_row, np.asarray(uniques, dtype=object)
 
-    sym_codes, sym_uniq = coded("symbol")
-    symbol = sym_uniq[sym_codes]
-    side_codes, side_uniq = coded("side")
-    side_long = (side_uniq == "long")[side_codes]
-    horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
-    horizon = horizon_coded[1][horizon_coded[0]]
-    created = np.repeat(insights["created_at"].to_numpy(dtype="datetime64[ns]").view("int64"), n_h)
-    win_end = created + np.tile(
-        np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins
-    )
-    entry = rep("entry_price").astype(float)
-    pip = instruments.pip_sizes(sym_uniq, instruments_path)[sym_codes]
-    tf_codes, tf_uniq = coded("timeframe")
-    ins_tf = tf_uniq[tf_codes]
-    # the insight's bar length (0 when it has none): holes are measured in its bars
-    bar_minutes = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)
-    ins_bar_ns = bar_minutes[tf_codes] * _MIN_NS
+        def text(col):
+            """A text column, one value per row, as an array of its own: built from the codes
+            validation found (one value: references to it), else validation's objects."""
+            if col not in codes:
+                return rep(col).astype(object, copy=False)
+            by_row, uniques = coded(col)
+            return filled(len(by_row), uniques[0]) if len(uniques) == 1 else uniques[by_row]
 
-    # rules: resolved per row, used whole
-    scope = {
-        "strategy": coded("strategy"),
-        "symbol": (sym_codes, sym_uniq),
-        "timeframe": (tf_codes, tf_uniq),
-        "horizon": horizon_coded,
-    }
-    rule_records = rules_as_records(rules)  # (the snapshots below read them too)
-    rule_idx = resolve_coded(rules, scope, rule_records)
-    if (rule_idx < 0).any():
-        raise ValueError(
-            "no active labeling rule applies to some insights: add a catch-all rule "
-            "(blank strategy, symbol, timeframe and horizon)"
+        def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
+            column = insights["insight_id"]
+            if not isinstance(column.array, pd.arrays.ArrowExtensionArray):
+                return text("insight_id")
+            if n_h == 1:  # a new wrapper of the immutable arrow data (edits stay in the output)
+                return column.array.copy()
+            return column.array.take(np.repeat(np.arange(n_ins), n_h))
+
+        self.sym_codes, self.sym_uniq = sym_codes, sym_uniq = coded("symbol")
+        self.symbol = sym_uniq[sym_codes]
+        side_codes, side_uniq = coded("side")
+        self.side_long = side_long = (side_uniq == "long")[side_codes]
+        horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
+        self.horizon = horizon_coded[1][horizon_coded[0]]
+        self.created = created = np.repeat(
+            insights["created_at"].to_numpy(dtype="datetime64[ns]").view("int64"), n_h
         )
-    stop, target, band, adverse_limit = (np.empty(N) for _ in range(4))
-    settle.levels(
-        side_long, entry, rep("stop_loss").astype(float), rep("take_profit").astype(float), pip,
-        rule_idx, *(rules[c].to_numpy(dtype=float) for c in (
-            "fail_sl_pips", "success_tp_pips", "success_rr_ratio", "neutral_band_pips",
-            "fail_adverse_pct",
-        )),
-        stop, target, band, adverse_limit,
-    )  # fmt: skip
+        self.win_end = win_end = created + np.tile(
+            np.array([HORIZONS[h] for h in horizons], dtype=np.int64) * _MIN_NS, n_ins
+        )
+        self.entry = entry = rep("entry_price").astype(float)
+        self.fill_price = rep("fill_price").astype(float)
+        self.pip = pip = instruments.pip_sizes(sym_uniq, instruments_path)[sym_codes]
+        self.tf_codes, self.tf_uniq = tf_codes, tf_uniq = coded("timeframe")
+        self.ins_tf = tf_uniq[tf_codes]
+        # the insight's bar length (0 when it has none): holes are measured in its bars
+        bar_minutes = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)
+        self.ins_bar_ns = bar_minutes[tf_codes] * _MIN_NS
 
-    def known_columns() -> tuple[dict, np.ndarray, np.ndarray]:
-        """The audit columns the walk does not change, which rows are filtered and each row's
-        rule code: built on the main thread while a worker settles its share of the rows (the
-        walk releases the GIL; this glue needs it)."""
+        # rules: resolved per row, used whole
+        scope = {
+            "strategy": coded("strategy"),
+            "symbol": (sym_codes, sym_uniq),
+            "timeframe": (tf_codes, tf_uniq),
+            "horizon": horizon_coded,
+        }
+        rule_records = rules_as_records(rules)  # (the snapshots below read them too)
+        self.rule_idx = rule_idx = resolve_coded(rules, scope, rule_records)
+        self.unruled = bool((rule_idx < 0).any())
+        self.stop, self.target, self.band, self.adverse_limit = levels = tuple(
+            np.empty(N) for _ in range(4)
+        )
+        if self.unruled:  # (label refuses these rows; nothing to compute)
+            return
+        settle.levels(
+            side_long, entry, rep("stop_loss").astype(float), rep("take_profit").astype(float),
+            pip, rule_idx, *(rules[c].to_numpy(dtype=float) for c in (
+                "fail_sl_pips", "success_tp_pips", "success_rr_ratio", "neutral_band_pips",
+                "fail_adverse_pct",
+            )),
+            *levels,
+        )  # fmt: skip
+
+        # the audit columns the walk does not change (the timeframe of rows without one is
+        # the walked one: label adds it), which rows are filtered, each row's rule code
         status_codes, status_uniq = coded("status")
+        self.filtered = (status_uniq == "filtered")[status_codes]
         # identity: one rule hash per rule used, broadcast
-        inv_rules, first_of_rule = distinct(rule_idx)
+        self.inv_rules, first_of_rule = distinct(rule_idx)
         snapshots = [rule_snapshot(rule_records[rule_idx[i]]) for i in first_of_rule]
         created_at = utc_index(created)
-        return {
+        self.known = {
             "insight_id": ids(),
             "side": text("side"),
             "strategy": text("strategy"),
-            "timeframe": np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf)
-            if (tf_uniq == "").any()
-            else ins_tf,
             "status": text("status"),
             "user_id": text("user_id"),
             "user_acted": rep("user_acted").astype(bool, copy=False),
@@ -332,9 +355,26 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
             "window_start": created_at,
             "window_end": utc_index(win_end),
             "rule_id": rules["rule_id"].to_numpy()[rule_idx].astype(np.int64),
-            "rule_snapshot": np.asarray(snapshots, dtype=object)[inv_rules],
-            "rule_hash": np.asarray([_sha(sn) for sn in snapshots], dtype=object)[inv_rules],
-        }, (status_uniq == "filtered")[status_codes], inv_rules
+            "rule_snapshot": np.asarray(snapshots, dtype=object)[self.inv_rules],
+            "rule_hash": np.asarray([_sha(sn) for sn in snapshots], dtype=object)[
+                self.inv_rules
+            ],
+        }
+
+
+def _label(prepared: InsightRows, now, book, hashes):
+    if prepared.unruled:
+        raise ValueError(
+            "no active labeling rule applies to some insights: add a catch-all rule "
+            "(blank strategy, symbol, timeframe and horizon)"
+        )
+    N = prepared.n
+    sym_codes, sym_uniq, symbol = prepared.sym_codes, prepared.sym_uniq, prepared.symbol
+    side_long, created, win_end = prepared.side_long, prepared.created, prepared.win_end
+    entry, pip, ins_bar_ns = prepared.entry, prepared.pip, prepared.ins_bar_ns
+    stop, target = prepared.stop, prepared.target
+    band, adverse_limit = prepared.band, prepared.adverse_limit
+    known, filtered, inv_rules = dict(prepared.known), prepared.filtered, prepared.inv_rules
 
     # outputs
     exit_price, high_price, low_price, gap_pips = (np.full(N, np.nan) for _ in range(4))
@@ -438,32 +478,28 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
         def settle_rows(a: int, b: int) -> None:
             settle.settle(*candle_args, rows[a:b], g[a:b], hole_ns[a:b], gap_list[a:b], *row_args)
 
-        # rows are independent and the kernel releases the GIL: a worker settles the first
-        # share while this thread builds the columns the walk does not change; then both take
-        # the remaining pieces in turn until none is left, so neither waits long for the other
-        # (how fast each goes depends on what else the machine runs). Both write disjoint rows
-        # of the same outputs; a small batch stays on this thread.
+        # rows are independent and the kernel releases the GIL: a worker and this thread take
+        # pieces in turn until none is left, so neither waits long for the other (how fast each
+        # goes depends on what else the machine runs); both write disjoint rows of the same
+        # outputs. A small batch stays on this thread.
         n_rows = len(rows)
-        head = int(n_rows * _WORKER_HEAD) if n_rows >= 4096 else n_rows
-        pieces = iter([(a, min(a + _PIECE, n_rows)) for a in range(head, n_rows, _PIECE)])
+        pieces = iter([(a, min(a + _PIECE, n_rows)) for a in range(0, n_rows, _PIECE)])
 
         def settle_pieces() -> None:
             for a, b in pieces:  # (a list iterator hands each piece to one thread only)
                 settle_rows(a, b)
 
-        def worker() -> None:
-            settle_rows(0, head)
-            settle_pieces()
-
-        other = worker_pool().submit(worker) if head < n_rows else None
-        known, filtered, inv_rules = known_columns()
-        if other is None:
-            settle_rows(0, n_rows)
-        else:
-            settle_pieces()
+        other = worker_pool().submit(settle_pieces) if n_rows >= 2 * _PIECE else None
+        if other is not None:  # then that worker hashes the candle blocks still left, if any
+            worker_pool().submit(hashes.work)
+        settle_pieces()
+        if other is not None:
             other.result()
-    else:
-        known, filtered, inv_rules = known_columns()
+    # the timeframe of rows whose insight has none is the one they walked
+    tf_codes, tf_uniq, ins_tf = prepared.tf_codes, prepared.tf_uniq, prepared.ins_tf
+    known["timeframe"] = (
+        np.where((tf_uniq == "")[tf_codes], walked_tf, ins_tf) if (tf_uniq == "").any() else ins_tf
+    )
     for i in np.flatnonzero(review_code).tolist():  # only flagged rows are described
         review_reason[i] = _describe_review(
             settle.REVIEWS[review_code[i]], int(review_from[i]), int(review_to[i])
@@ -505,7 +541,7 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
     # metrics
     pnl_pct, max_dd, max_fav, duration, rr_actual, slippage = (np.empty(N) for _ in range(6))
     settle.metrics(
-        side_long, entry, stop, rep("fill_price").astype(float), pip, created, exit_price,
+        side_long, entry, stop, prepared.fill_price, pip, created, exit_price,
         exit_time, low_price, high_price,
         pnl_pct, max_dd, max_fav, duration, rr_actual, slippage,
     )  # fmt: skip
@@ -539,7 +575,7 @@ def _label(insights, horizons, rules, now, instruments_path, book, hashes, codes
     )[pair_codes]
 
     computed = {
-        "horizon": horizon,
+        "horizon": prepared.horizon,
         "symbol": symbol,
         "candle_timeframe": walked_tf,
         "outcome": outcome,

@@ -10,6 +10,7 @@ Raw bytes, never JSON: hashing JSON is about 60x slower and float formatting is 
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 import pandas as pd
@@ -133,24 +134,80 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
 
 def block_hashes(candles: pd.DataFrame, run_starts: np.ndarray | None = None) -> pd.DataFrame:
     """The sha256 of each day block, as `split_blocks` would compute it, without building the
-    payloads: the column slices are fed to the hash as memory views (no copies). hashlib
-    releases the GIL on buffers over 2 KiB, so this can run beside other work in a thread."""
-    if candles.empty:
-        return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
-    ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles, run_starts)
-    views = [memoryview(np.ascontiguousarray(ts_ns, dtype="<i8")).cast("B")]
-    views += [memoryview(c).cast("B") for c in _columns(candles, len(candles))]
-    hashes = []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        h = sha256()
-        for v in views:
-            h.update(v[8 * a : 8 * b])
-        hashes.append(h.hexdigest())
-    return pd.DataFrame(
-        {
-            "symbol": sym,
-            "timeframe": tf,
-            "day": utc_index(day_ns[starts]),
-            "sha256": hashes,
-        }
-    )
+    payloads (see `BlockHashing`): one row per block with symbol, timeframe, day, sha256."""
+    return BlockHashing(candles, run_starts).result()
+
+
+class BlockHashing:
+    """`block_hashes`, computed in pieces of about a megabyte that any thread can take.
+
+    A labeling call starts `work` in a worker; the thread that needs the hashes calls `result`,
+    which takes the pieces still left instead of waiting for the worker to reach them (hashlib
+    releases the GIL, so both hash at once) and then waits for the pieces in progress. The
+    column slices are fed to the hash as memory views (no copies).
+    """
+
+    PIECE_BYTES = 1 << 20
+
+    def __init__(self, candles: pd.DataFrame, run_starts: np.ndarray | None = None):
+        self._candles, self._run_starts = candles, run_starts
+        self._lock = threading.Lock()  # the first thread to work lays out the blocks
+        self._done = threading.Condition()
+        self._pieces = None
+        self._left = 0
+        self._error: BaseException | None = None
+        self._frame: pd.DataFrame | None = None
+
+    def _lay_out(self) -> None:
+        candles = self._candles
+        ts_ns, starts, ends, sym, tf, day_ns = _block_bounds(candles, self._run_starts)
+        views = [memoryview(np.ascontiguousarray(ts_ns, dtype="<i8")).cast("B")]
+        views += [memoryview(c).cast("B") for c in _columns(candles, len(candles))]
+        self._views, self._bounds = views, list(zip(starts.tolist(), ends.tolist()))
+        self._hashes: list[str | None] = [None] * len(starts)
+        self._blocks = (sym, tf, day_ns[starts])
+        # consecutive blocks of about PIECE_BYTES of candles each
+        row_bytes = 8 * len(views)
+        edge = np.searchsorted(
+            starts, np.arange(0, len(candles), max(1, self.PIECE_BYTES // row_bytes))
+        ).tolist()
+        edges = sorted(set(edge[1:]) | {len(starts)})
+        self._left = len(edges)
+        self._pieces = iter(list(zip([0] + edges[:-1], edges)))
+
+    def work(self) -> None:
+        """Hash pieces until none is left to take."""
+        with self._lock:
+            if self._pieces is None and not self._candles.empty:
+                self._lay_out()
+        for i, j in self._pieces or ():  # (a list iterator hands each piece to one thread)
+            try:
+                for k in range(i, j):
+                    a, b = self._bounds[k]
+                    h = sha256()
+                    for v in self._views:
+                        h.update(v[8 * a : 8 * b])
+                    self._hashes[k] = h.hexdigest()
+            except BaseException as error:  # (reported by result, never a hang)
+                self._error = error
+            finally:
+                with self._done:
+                    self._left -= 1
+                    if not self._left:
+                        self._done.notify_all()
+
+    def result(self) -> pd.DataFrame:
+        """One row per block: symbol, timeframe, day and sha256, in candle order."""
+        if self._frame is None:
+            if self._candles.empty:
+                return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
+            self.work()
+            with self._done:
+                self._done.wait_for(lambda: self._left == 0)
+            if self._error is not None:
+                raise self._error
+            sym, tf, days = self._blocks
+            self._frame = pd.DataFrame(
+                {"symbol": sym, "timeframe": tf, "day": utc_index(days), "sha256": self._hashes}
+            )
+        return self._frame
