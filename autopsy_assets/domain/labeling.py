@@ -553,14 +553,14 @@ def _label(prepared: InsightRows, now, book, hashes):
 
     # identity: candle blocks per (set, first day, last day), broadcast
     rule_hash_col = known["rule_hash"]
-    blocks = hashes.result()
+    blocks = hashes.blocks()
     blocks_col, candles_hash_col, candles_ident = _block_identity(
-        blocks, sets, group_id, hash_first_day, hash_last_ns
+        blocks, book.bounds, group_id, hash_first_day, hash_last_ns
     )
     refined = fine_group >= 0
     if refined.any():  # the finer blocks of the settling day are read too: they join the identity
         fine_day = exit_time - exit_time % _DAY_NS
-        fine_blocks, _, _ = _block_identity(blocks, sets, fine_group, fine_day, fine_day)
+        fine_blocks, _, _ = _block_identity(blocks, book.bounds, fine_group, fine_day, fine_day)
         blocks_col[refined] = [
             a + "," + b for a, b in zip(blocks_col[refined], fine_blocks[refined])
         ]
@@ -723,15 +723,17 @@ def _frame(columns: dict) -> pd.DataFrame:
 
 
 def _block_identity(
-    blocks: pd.DataFrame,
-    sets: list[_CandleSet],
+    blocks: tuple[np.ndarray, np.ndarray, list[str]],
+    set_bounds: np.ndarray,
     group_id: np.ndarray,
     first_day: np.ndarray,
     last_ns: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the comma-joined sha256 of the blocks its window read, and their combined hash.
 
-    Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
+    ``blocks``: the candle blocks' first rows, days and hashes (replay.BlockHashing.blocks);
+    ``set_bounds``: where each candle set's rows start, and the end of the last. Computed once
+    per distinct (candle set, first day, last day) and broadcast to the rows.
     """
     N = len(group_id)
     use = (group_id >= 0) & (last_ns >= 0)
@@ -740,12 +742,9 @@ def _block_identity(
     everyone = bool(use.all())
     if everyone:  # the common case: views, no masked copies
         use = slice(None)
-    day_ns = blocks["day"].to_numpy(dtype="datetime64[ns]").view("int64")
-    sha = blocks["sha256"].to_numpy(dtype=object)
-    key_sym, key_tf = (
-        blocks["symbol"].to_numpy(dtype=object),
-        blocks["timeframe"].to_numpy(dtype=object),
-    )
+    block_row, day_ns, sha = blocks
+    # blocks never straddle two sets: set g's blocks are a range of them
+    set_block = np.searchsorted(block_row, set_bounds).tolist()
     # one int64 key per (set, first day, last day), days counted from the first of them: the
     # keys span a small range, which distinct() codes without hashing
     first_d, last_d = first_day[use] // _DAY_NS, last_ns[use] // _DAY_NS
@@ -758,13 +757,12 @@ def _block_identity(
     a_of, b_of = (first_of + base) * _DAY_NS, (last_of + base) * _DAY_NS
     joined = filled(len(first), "")
     for g in np.unique(g_of).tolist():  # per candle set: its blocks, found by day for all keys
-        cs = sets[g]
-        mine = (key_sym == cs.symbol) & (key_tf == cs.timeframe)
-        days, shas = day_ns[mine], sha[mine].tolist()
+        b0, b1 = set_block[g], set_block[g + 1]
+        days = day_ns[b0:b1]
         sel = np.flatnonzero(g_of == g)
-        lo = np.searchsorted(days, a_of[sel], side="left").tolist()
-        hi = np.searchsorted(days, b_of[sel], side="right").tolist()
-        joined[sel] = [",".join(shas[i:j]) for i, j in zip(lo, hi)]
+        lo = (b0 + np.searchsorted(days, a_of[sel], side="left")).tolist()
+        hi = (b0 + np.searchsorted(days, b_of[sel], side="right")).tolist()
+        joined[sel] = [",".join(sha[i:j]) for i, j in zip(lo, hi)]
     hashed = np.asarray([_sha(text) for text in joined], dtype=object)
     if everyone:
         return joined[codes], hashed[codes], codes.astype(np.int64, copy=False)

@@ -166,6 +166,7 @@ class BlockHashing:
         self._views, self._bounds = views, list(zip(starts.tolist(), ends.tolist()))
         self._hashes: list[str | None] = [None] * len(starts)
         self._blocks = (sym, tf, day_ns[starts])
+        self._starts = starts
         # consecutive blocks of about PIECE_BYTES of candles each
         row_bytes = 8 * len(views)
         edge = np.searchsorted(
@@ -196,18 +197,30 @@ class BlockHashing:
                     if not self._left:
                         self._done.notify_all()
 
+    def _finish(self) -> None:
+        """Take the pieces left, wait for those in progress, report a failed one."""
+        self.work()
+        with self._done:
+            self._done.wait_for(lambda: self._left == 0)
+        if self._error is not None:
+            raise self._error
+
     def result(self) -> pd.DataFrame:
         """One row per block: symbol, timeframe, day and sha256, in candle order."""
+        if self._candles.empty:
+            return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
         if self._frame is None:
-            if self._candles.empty:
-                return pd.DataFrame(columns=["symbol", "timeframe", "day", "sha256"])
-            self.work()
-            with self._done:
-                self._done.wait_for(lambda: self._left == 0)
-            if self._error is not None:
-                raise self._error
+            self._finish()
             sym, tf, days = self._blocks
             self._frame = pd.DataFrame(
                 {"symbol": sym, "timeframe": tf, "day": utc_index(days), "sha256": self._hashes}
             )
         return self._frame
+
+    def blocks(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(first row, UTC day as int64 ns, sha256) of each block, in candle order: what the
+        labeling engine reads of `result`, without building the frame."""
+        if self._candles.empty:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+        self._finish()
+        return self._starts, self._blocks[2], self._hashes

@@ -444,6 +444,8 @@ def _compact_codes(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np
     """(codes, distinct values) keeping each value once and only the values some row uses: a
     table may hold values of rejected rows, and a value twice (a blank status read as
     'published' beside 'published'; _factor_text's own tables hold each value once)."""
+    if len(table) == 1 and len(codes):  # (an absent optional column: every code 0)
+        return codes, np.asarray(table, dtype=object)
     used = np.flatnonzero(np.bincount(codes, minlength=len(table)))
     values = np.asarray(table[used], dtype=object)
     if len(set(values.tolist())) == len(values):  # (the common case: nothing to merge)
@@ -564,19 +566,26 @@ class _Runs:
     either column is not grouped, every row is a run of its own.
     """
 
-    def __init__(self, columns: Sequence[pd.Series], n: int):
-        found = [text_runs(c) for c in columns]
+    def __init__(self, columns: dict[str, pd.Series], n: int):
+        self.columns = columns
+        self.found = {name: text_runs(c) for name, c in columns.items()}
         starts = (
-            np.unique(np.concatenate([f[0] for f in found]))
-            if found and all(f is not None for f in found)
+            np.unique(np.concatenate([f[0] for f in self.found.values()]))
+            if self.found and all(f is not None for f in self.found.values())
             else None
         )
         self.n, self.by_row = n, starts is None or len(starts) > n // 8
         self.starts = np.arange(n) if self.by_row else starts
 
-    def values(self, series: pd.Series) -> pd.Series:
-        """The column's value in each run (its first row's)."""
-        return series if self.by_row else series.take(self.starts)
+    def values(self, name: str) -> pd.Series:
+        """Column ``name``'s value in each run (its first row's), read off the column's own
+        runs (taking them from an arrow column would join its chunks: a copy of every row)."""
+        if self.by_row:
+            return self.columns[name]
+        own_starts, own_values = self.found[name]
+        return pd.Series(
+            own_values[np.searchsorted(own_starts, self.starts, side="right") - 1], dtype=object
+        )
 
     def rows(self, per_run: np.ndarray) -> np.ndarray:
         """A per-run array broadcast to the rows."""
@@ -689,8 +698,8 @@ def validate_candle_runs(
     n = len(df)
     r = _Reasons(n)
     # symbol and timeframe are looked up, checked and coded per run of rows sharing both
-    runs = _Runs([df[c] for c in ("symbol", "timeframe") if c in df], n)
-    sym_codes, sym_table = _factor_text(runs.values(df["symbol"]), upper=True)  # (per run)
+    runs = _Runs({c: df[c] for c in ("symbol", "timeframe") if c in df}, n)
+    sym_codes, sym_table = _factor_text(runs.values("symbol"), upper=True)  # (per run)
     symbol = lambda i: sym_table[sym_codes[runs.of_row(i)]]  # noqa: E731  (per bad row)
     runs.add(
         r,
@@ -723,7 +732,7 @@ def validate_candle_runs(
         },
     )
     if "timeframe" in df:
-        tf_codes, tf_table = _factor_text(runs.values(df["timeframe"]), lower=True)
+        tf_codes, tf_table = _factor_text(runs.values("timeframe"), lower=True)
     else:
         tf_codes = np.zeros(len(runs.starts), dtype=np.int64)
         tf_table = np.array([""], dtype=object)
