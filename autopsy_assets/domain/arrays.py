@@ -6,6 +6,7 @@ spelling costs milliseconds per array there (measured in benchmarks/bench_labeli
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,15 +32,85 @@ def filled(n: int, value) -> np.ndarray:
 
 
 def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """pd.factorize (missing values get -1), done on runs of equal neighbours when they are few
+    """pd.factorize (missing values get -1), done on one integer per row for short arrow text
+    (`short_text_factorize`), else on runs of equal neighbours when they are few
     (`text_runs`): candles arrive grouped by symbol and timeframe, and factorizing a handful of
     run values instead of 265,000 rows is several times faster."""
+    if len(series) >= 4096:
+        short = short_text_factorize(series)
+        if short is not None:
+            return short
     runs = text_runs(series)
     if runs is None:
         return pd.factorize(series, use_na_sentinel=True)
     starts, values = runs
     run_codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return np.repeat(run_codes, np.diff(starts, append=len(series))), uniques
+
+
+def short_text_factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """pd.factorize of arrow text of a few distinct values (at most 16), each at most 7 bytes
+    long, none missing (symbols, sides, timeframes): each value's length and bytes are packed
+    into one int64 (exact: two keys are equal exactly when the texts are) and looked up in a
+    table of the keys met so far, in one compiled pass, ~2x faster than hashing the text. The
+    same codes and uniques, in order of first appearance; None for other text."""
+    if not isinstance(series.array, pd.arrays.ArrowExtensionArray):
+        return None
+    codes = np.empty(len(series), dtype=np.int64)
+    table = np.empty(_SHORT_TEXT_VALUES, dtype=np.int64)
+    found, at = 0, 0
+    for chunk in series.array.__arrow_array__().chunks:
+        large = pa.types.is_large_string(chunk.type)
+        if chunk.null_count or not (pa.types.is_string(chunk.type) or large):
+            return None
+        n = len(chunk)
+        if n == 0:
+            continue
+        _, offsets_buf, data_buf = chunk.buffers()
+        offsets = np.frombuffer(
+            offsets_buf, dtype=np.int64 if large else np.int32, count=n + 1,
+            offset=chunk.offset * (8 if large else 4),
+        )
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else _NO_BYTES
+        found = _short_text_codes(offsets, data, codes[at : at + n], table, found)
+        if found < 0:  # a longer value, or more distinct values than the table holds
+            return None
+        at += n
+    uniques = np.empty(found, dtype=object)
+    for k, key in enumerate(table[:found].tolist()):
+        uniques[k] = bytes((key >> (8 * (b + 1))) & 0xFF for b in range(key & 0xFF)).decode()
+    return codes, uniques
+
+
+_SHORT_TEXT_VALUES = 16
+_NO_BYTES = np.zeros(0, dtype=np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _short_text_codes(offsets, data, codes, table, found):  # pragma: no cover - compiled
+    """codes[i] = the position in ``table`` of value i's key (its length, then its bytes,
+    packed from the low byte up), appended when new; returns how many keys the table holds,
+    or -1 for a value longer than 7 bytes or a key that does not fit."""
+    for i in range(len(codes)):
+        start, end = offsets[i], offsets[i + 1]
+        if end - start > 7:
+            return -1
+        key = np.int64(end - start)
+        for j in range(start, end):
+            key |= np.int64(data[j]) << np.int64(8 * (j - start + 1))
+        code = -1
+        for k in range(found):
+            if table[k] == key:
+                code = k
+                break
+        if code < 0:
+            if found == len(table):
+                return -1
+            table[found] = key
+            code = found
+            found += 1
+        codes[i] = code
+    return found
 
 
 def text_runs(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:

@@ -620,7 +620,9 @@ def _read_order(group: np.ndarray, created: np.ndarray) -> np.ndarray:
     for keys that do not fit.
     """
     n = len(group)
-    since = (created - created.min()) >> 36  # units of 2**36 ns (~69 s)
+    # units of 2**36 ns (~69 s) since the first row; the difference taken unsigned, exact even
+    # where it exceeds the int64 range (created_at spans up to 585 years)
+    since = ((created - created.min()).view(np.uint64) >> np.uint64(36)).astype(np.int64)
     row_bits, time_bits = max(n - 1, 1).bit_length(), int(since.max()).bit_length()
     set_bits = max(int(group.max()), 1).bit_length()
     if row_bits + time_bits + set_bits > 63:

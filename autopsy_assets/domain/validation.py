@@ -104,7 +104,10 @@ class _Reasons:
         self.by_row: dict[int, str] = {}
 
     def add(self, mask: np.ndarray, make) -> None:
-        idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~self.bad)
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():  # (the common case: one pass over the mask)
+            return
+        idx = np.flatnonzero(mask & ~self.bad)
         if len(idx):
             self.bad[idx] = True
             for i in idx.tolist():  # only the bad rows are formatted
@@ -180,6 +183,11 @@ def _factor_text(
 def _parse_created_at(raw: pd.Series, reasons: _Reasons) -> np.ndarray:
     """created_at as int64 ns UTC; rows without a timezone or unparseable get a reason."""
     n = len(raw)
+    if raw.dtype == UTC_NS:  # (already UTC in ns: its int64 values, without a copy)
+        ns = raw.array.asi8
+        na = ns == np.iinfo(np.int64).min
+        reasons.add(na, lambda i: "created_at is missing")
+        return np.where(na, 0, ns) if na.any() else ns
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         ts = raw.dt.tz_convert("UTC").dt.as_unit("ns")
         na = ts.isna().to_numpy()

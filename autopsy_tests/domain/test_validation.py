@@ -267,3 +267,14 @@ def test_candle_times_as_arrow_timestamps_are_read_with_their_zone(tz, unit):
     clean, quarantine, _ = validate_candles(given)
     assert not quarantine
     assert clean["ts"].dt.tz is not None and list(clean["ts"]) == list(ts)
+
+
+@pytest.mark.parametrize("tz,unit", [("UTC", "ns"), ("UTC", "us"), ("Europe/Paris", "ns")])
+def test_a_missing_created_at_is_named_whatever_the_zone_and_unit(tz, unit):
+    created = pd.Series([T0, pd.NaT, T0 + pd.Timedelta(minutes=1)]).dt.tz_convert(tz)
+    frame = pd.DataFrame({"insight_id": ["a", "b", "c"], "created_at": created.dt.as_unit(unit),
+                          "symbol": "EURUSD", "side": "long", "entry_price": 1.2})
+    clean, quarantine = validate_insights(frame)
+    assert [(q["row_id"], q["reason"]) for q in quarantine] == [("b", "created_at is missing")]
+    assert list(clean["created_at"]) == [T0, T0 + pd.Timedelta(minutes=1)]
+    assert str(clean["created_at"].dtype) == "datetime64[ns, UTC]"

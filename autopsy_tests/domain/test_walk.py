@@ -8,12 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from autopsy_assets.api import label_outcomes
 from autopsy_assets.domain import settle
-from autopsy_assets.domain.arrays import distinct, factorize, filled, text_runs
+from autopsy_assets.domain.arrays import (
+    distinct,
+    factorize,
+    filled,
+    short_text_factorize,
+    text_runs,
+)
 from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
 
 
@@ -91,6 +97,34 @@ def test_run_factorize_equals_pandas(values, repeat, arrow):
     assert list(np.asarray(uniques, dtype=object)) == list(np.asarray(want_uniques, dtype=object))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.text(max_size=9), min_size=1, max_size=20, unique=True),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+    st.integers(1, 3),
+)
+@example(list("abcdefghijklmnopq"), 0, False, 1)  # 17 values: one more than the table holds
+@example(["a", "a\x00", "", "\x00"], 1, False, 2)  # equal bytes, other lengths
+def test_short_text_factorize_equals_pandas(values, seed, with_missing, chunks):
+    # short text (up to 7 bytes, up to 16 values: multibyte characters too) is factorized on
+    # packed integer keys; anything else is left to pandas (None)
+    picks = np.random.default_rng(seed).integers(0, len(values), 4096 + seed % 100)
+    rows = [values[i] for i in picks.tolist()]
+    if with_missing:
+        rows[len(rows) // 2] = None
+    parts = np.array_split(np.asarray(rows, dtype=object), chunks)
+    series = pd.concat([pd.Series(part, dtype="str") for part in parts], ignore_index=True)
+    want_codes, want_uniques = pd.factorize(series, use_na_sentinel=True)
+    short = short_text_factorize(series)
+    used = set(rows)
+    takes_it = not with_missing and len(used) <= 16 and all(len(v.encode()) <= 7 for v in used)
+    assert (short is not None) == takes_it
+    codes, uniques = factorize(series)
+    assert np.array_equal(codes, want_codes)
+    assert list(np.asarray(uniques, dtype=object)) == list(np.asarray(want_uniques, dtype=object))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.integers(-5, 40), min_size=1, max_size=60),
@@ -105,6 +139,22 @@ def test_distinct_groups_equal_values_and_names_one_row_of_each(values, scale):
     assert np.array_equal(values[first][codes], values)
     for a in range(len(values)):  # equal values, equal codes; different values, different ones
         assert ((values == values[a]) == (codes == codes[a])).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(-1000, 1000)), min_size=1, max_size=60),
+    # hours, decades, up to 585 years apart (beyond the int64 range of differences)
+    st.sampled_from([10**10, 10**15, 9 * 10**15]),
+)
+def test_rows_are_read_by_candle_set_then_time_then_position(rows, scale):
+    from autopsy_assets.domain.labeling import _read_order
+
+    group = np.array([g for g, _ in rows], dtype=np.int64)
+    created = np.array([t for _, t in rows], dtype=np.int64) * scale
+    since = np.array([(t - min(t for _, t in rows)) * scale >> 36 for _, t in rows])
+    want = np.lexsort((np.arange(len(rows)), since, group))
+    assert _read_order(group, created).tolist() == want.tolist()
 
 
 def test_distinct_of_nothing():
