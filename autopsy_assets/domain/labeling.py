@@ -403,7 +403,7 @@ def _label(prepared: InsightRows, now, book, hashes):
             set_of[k] = gids[0]
         else:
             several.append((k, gids))
-    sym_latest, group_id = latest_of[sym_codes], set_of[sym_codes]
+    group_id = set_of[sym_codes]
     for k, gids in several:
         rows = sym_codes == k
         latest = int(latest_of[k])
@@ -427,10 +427,15 @@ def _label(prepared: InsightRows, now, book, hashes):
         chosen[chosen < 0] = best[chosen < 0]
         group_id[rows] = chosen
 
-    effective_now = sym_latest if now_ns is None else np.full(N, now_ns, dtype=np.int64)
+    # per candle set: now (its symbol's latest candle end when not given) and how far its
+    # symbol's candles reach (they can only show what has arrived)
+    set_latest = np.zeros(len(sets), dtype=np.int64)
+    for gids in by_symbol.values():
+        set_latest[gids] = max(sets[g].last_end for g in gids)
+    set_now = set_latest if now_ns is None else np.full(len(sets), now_ns, dtype=np.int64)
+    set_until = np.minimum(set_now, set_latest)
     # the timeframe each row walks ('' without candles: group -1 picks the last entry)
     walked_tf = np.array([cs.timeframe for cs in sets] + [""], dtype=object)[group_id]
-    data_until = np.minimum(effective_now, sym_latest)  # candles can only show what has arrived
 
     # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
     # The sets lie end to end in the candle arrays, so a row's window is a range of global bar
@@ -462,12 +467,13 @@ def _label(prepared: InsightRows, now, book, hashes):
         candle_args = (
             whole["ts"], whole["open"], whole["close"], whole["spread"],
             *tables[0].arrays, *tables[1].arrays,
-            book.bounds[:-1], book.bounds[1:], set_bar, book.closure_at, book.closures,
+            book.bounds[:-1], book.bounds[1:], set_bar, set_now, set_until, book.closure_at,
+            book.closures,
             np.cumsum([0] + [len(x) for x in gap_lists]),
             np.concatenate(gap_lists).astype(np.int64),
         )
         row_args = (
-            created, win_end, effective_now, data_until, side_long, stop, target, entry,
+            created, win_end, side_long, stop, target, entry,
             band, adverse_limit, pip,
             outcome_code, reason_code, review_code, review_from, review_to, exit_price,
             exit_time, low_price, high_price, gap_pips, ambiguous, lived_lo, lived_hi,
