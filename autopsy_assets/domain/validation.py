@@ -73,6 +73,8 @@ def require_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> Non
 
 def to_utc_ns(values: pd.Series, column: str, what: str) -> pd.Series:
     """A datetime Series as UTC ns; naive datetimes are refused (never silently UTC)."""
+    if values.dtype == UTC_NS:  # (as it is: pandas' copy-on-write keeps edits apart)
+        return values
     if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_timestamp(
         values.dtype.pyarrow_dtype
     ):  # (parquet read with the pyarrow backend): as numpy-backed datetimes, zone and all

@@ -24,17 +24,25 @@ COARSE, FINE = (1 << k for k in SHIFTS)
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_extremes(low, high, width):  # pragma: no cover - compiled (tested through walk)
-    n_blocks = (len(low) + width - 1) // width
-    bmin = np.empty(n_blocks)
-    bmax = np.empty(n_blocks)
-    for b in range(n_blocks):
+def _fill_blocks(low, high, block_min, block_max):  # pragma: no cover - compiled (via walk)
+    """The finest level from the bars, each coarser one from the level below it (block widths
+    are nested powers of two): one pass over the bars for all levels."""
+    fine = len(SHIFTS) - 1
+    width = 1 << SHIFTS[fine]
+    for b in range((len(low) + width - 1) // width):
         lo, hi = np.inf, -np.inf
         for i in range(b * width, min((b + 1) * width, len(low))):
             lo = min(lo, low[i])
             hi = max(hi, high[i])
-        bmin[b], bmax[b] = lo, hi
-    return bmin, bmax
+        block_min[fine, b], block_max[fine, b] = lo, hi
+    for level in range(fine - 1, -1, -1):
+        ratio = 1 << (SHIFTS[level] - SHIFTS[level + 1])
+        for b in range((block_min.shape[1] + ratio - 1) // ratio):
+            lo, hi = np.inf, -np.inf
+            for c in range(b * ratio, min((b + 1) * ratio, block_min.shape[1])):
+                lo = min(lo, block_min[level + 1, c])
+                hi = max(hi, block_max[level + 1, c])
+            block_min[level, b], block_max[level, b] = lo, hi
 
 
 class BlockTables:
@@ -50,9 +58,7 @@ class BlockTables:
         n_blocks = (len(self.low) + (1 << SHIFTS[-1]) - 1) >> SHIFTS[-1]
         self.block_min = np.full((len(SHIFTS), n_blocks), np.inf)
         self.block_max = np.full((len(SHIFTS), n_blocks), -np.inf)
-        for level, shift in enumerate(SHIFTS):
-            bmin, bmax = _block_extremes(self.low, self.high, 1 << shift)
-            self.block_min[level, : len(bmin)], self.block_max[level, : len(bmax)] = bmin, bmax
+        _fill_blocks(self.low, self.high, self.block_min, self.block_max)
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:

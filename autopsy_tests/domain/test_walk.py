@@ -157,6 +157,25 @@ def test_rows_are_read_by_candle_set_then_time_then_position(rows, scale):
     assert _read_order(group, created).tolist() == want.tolist()
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(-4 * 86_400, 4 * 86_400), min_size=1, max_size=50),
+    st.lists(st.integers(0, 49), max_size=4),
+)
+def test_day_blocks_start_at_each_run_and_each_new_utc_day(seconds, runs):
+    from autopsy_assets.domain.replay import _day_blocks
+
+    ts_ns = np.sort(np.array(seconds, dtype=np.int64)) * 10**9  # (days before 1970 too)
+    run_starts = np.array(sorted({0, *(r for r in runs if r < len(ts_ns))}), dtype=np.int64)
+    day = 86_400 * 10**9
+    days = [t // day * day for t in ts_ns.tolist()]  # (Python's floor, as UTC midnight is)
+    want = [i for i in range(len(days))
+            if i == 0 or days[i] != days[i - 1] or i in set(run_starts.tolist())]
+    starts, block_days = _day_blocks(ts_ns, run_starts)
+    assert starts.tolist() == want
+    assert block_days.tolist() == [days[i] for i in want]
+
+
 def test_distinct_of_nothing():
     codes, first = distinct(np.array([], dtype=np.int64))
     assert len(codes) == 0 and len(first) == 0
