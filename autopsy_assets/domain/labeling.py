@@ -388,25 +388,24 @@ def _label(prepared: InsightRows, now, book, hashes):
     sets, by_symbol = book.sets, book.by_symbol
 
     now_ns = None if now is None else pd.Timestamp(now).tz_convert("UTC").value
-    # per symbol: its latest candle end and, when it has one candle set, the set every row
-    # walks; rows of a symbol with several timeframes choose per window below
-    latest_of = np.full(len(sym_uniq), np.iinfo(np.int64).min, dtype=np.int64)
+    # per candle set, its symbol's latest candle end; per symbol, when it has one candle set,
+    # the set every row walks (rows of a symbol with several timeframes choose per window)
+    set_latest = np.zeros(len(sets), dtype=np.int64)
     set_of = np.full(len(sym_uniq), -1, dtype=np.int64)
     several = []
     sym_position = {sym: k for k, sym in enumerate(sym_uniq.tolist())}
     for sym, gids in by_symbol.items():
+        set_latest[gids] = max(sets[g].last_end for g in gids)
         if sym not in sym_position:  # candles of a symbol no insight is about
             continue
-        k = sym_position[sym]
-        latest_of[k] = max(sets[g].last_end for g in gids)
         if len(gids) == 1:
-            set_of[k] = gids[0]
+            set_of[sym_position[sym]] = gids[0]
         else:
-            several.append((k, gids))
+            several.append((sym_position[sym], gids))
     group_id = set_of[sym_codes]
     for k, gids in several:
         rows = sym_codes == k
-        latest = int(latest_of[k])
+        latest = int(set_latest[gids[0]])
         row_now = np.full(int(rows.sum()), latest if now_ns is None else now_ns, dtype=np.int64)
         cutoff = np.minimum(win_end[rows], row_now)
         chosen = np.full(int(rows.sum()), -1, dtype=np.int64)
@@ -429,9 +428,6 @@ def _label(prepared: InsightRows, now, book, hashes):
 
     # per candle set: now (its symbol's latest candle end when not given) and how far its
     # symbol's candles reach (they can only show what has arrived)
-    set_latest = np.zeros(len(sets), dtype=np.int64)
-    for gids in by_symbol.values():
-        set_latest[gids] = max(sets[g].last_end for g in gids)
     set_now = set_latest if now_ns is None else np.full(len(sets), now_ns, dtype=np.int64)
     set_until = np.minimum(set_now, set_latest)
     # the timeframe each row walks ('' without candles: group -1 picks the last entry)
