@@ -553,29 +553,7 @@ def _label(prepared: InsightRows, now, book, hashes):
         outcome = outcome.copy()
         outcome[filtered] = "filtered_out"
 
-    # identity: candle blocks per (set, first day, last day), broadcast
-    rule_hash_col = known["rule_hash"]
-    blocks = hashes.blocks()
-    blocks_col, candles_hash_col, candles_ident = _block_identity(
-        blocks, book.bounds, group_id, hash_first_day, hash_last_ns
-    )
-    refined = fine_group >= 0
-    if refined.any():  # the finer blocks of the settling day are read too: they join the identity
-        fine_day = exit_time - exit_time % _DAY_NS
-        fine_blocks, _, _ = _block_identity(blocks, book.bounds, fine_group, fine_day, fine_day)
-        blocks_col[refined] = [
-            a + "," + b for a, b in zip(blocks_col[refined], fine_blocks[refined])
-        ]
-        candles_hash_col[refined] = [_sha(b) for b in blocks_col[refined]]
-        codes = pd.factorize(pd.Series(candles_hash_col, dtype=object))[0]
-        candles_ident = np.where(group_id >= 0, codes, -1).astype(np.int64)
-    # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
-    pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
-    pair_codes, first_row = distinct(pair_key)
-    snap_hash = np.array(
-        [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
-    )[pair_codes]
-
+    # the columns that do not need the block hashes first: a worker may still be hashing
     computed = {
         "horizon": prepared.horizon,
         "symbol": symbol,
@@ -603,10 +581,33 @@ def _label(prepared: InsightRows, now, book, hashes):
         "candles_until": utc_index(
             np.where(hash_last_ns >= 0, hash_last_ns + bar_of_row, np.iinfo(np.int64).min)
         ),
-        "candles_hash": candles_hash_col,
-        "candle_blocks": blocks_col,
-        "snapshot_hash": snap_hash,
     }
+
+    # identity: candle blocks per (set, first day, last day), broadcast
+    rule_hash_col = known["rule_hash"]
+    blocks_col, candles_hash_col, candles_ident = _block_identity(
+        hashes, book.bounds, group_id, hash_first_day, hash_last_ns
+    )
+    refined = fine_group >= 0
+    if refined.any():  # the finer blocks of the settling day are read too: they join the identity
+        fine_day = exit_time - exit_time % _DAY_NS
+        fine_blocks, _, _ = _block_identity(hashes, book.bounds, fine_group, fine_day, fine_day)
+        blocks_col[refined] = [
+            a + "," + b for a, b in zip(blocks_col[refined], fine_blocks[refined])
+        ]
+        candles_hash_col[refined] = [_sha(b) for b in blocks_col[refined]]
+        codes = pd.factorize(pd.Series(candles_hash_col, dtype=object))[0]
+        candles_ident = np.where(group_id >= 0, codes, -1).astype(np.int64)
+    # snapshot_hash = sha256(rule_hash + candles_hash), once per distinct pair
+    pair_key = inv_rules.astype(np.int64) * (int(candles_ident.max()) + 2) + (candles_ident + 1)
+    pair_codes, first_row = distinct(pair_key)
+    snap_hash = np.array(
+        [_sha(rule_hash_col[i] + candles_hash_col[i]) for i in first_row], dtype=object
+    )[pair_codes]
+
+    computed.update(
+        candles_hash=candles_hash_col, candle_blocks=blocks_col, snapshot_hash=snap_hash
+    )
     out = _frame({c: known[c] if c in known else computed[c] for c in AUDIT_COLUMNS})
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
@@ -727,7 +728,7 @@ def _frame(columns: dict) -> pd.DataFrame:
 
 
 def _block_identity(
-    blocks: tuple[np.ndarray, np.ndarray, list[str]],
+    hashing: replay.BlockHashing,
     set_bounds: np.ndarray,
     group_id: np.ndarray,
     first_day: np.ndarray,
@@ -735,9 +736,9 @@ def _block_identity(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the comma-joined sha256 of the blocks its window read, and their combined hash.
 
-    ``blocks``: the candle blocks' first rows, days and hashes (replay.BlockHashing.blocks);
-    ``set_bounds``: where each candle set's rows start, and the end of the last. Computed once
-    per distinct (candle set, first day, last day) and broadcast to the rows.
+    ``hashing``: the hashing of the candle blocks (waited for only once the rows' keys are
+    coded); ``set_bounds``: where each candle set's rows start, and the end of the last.
+    Computed once per distinct (candle set, first day, last day) and broadcast to the rows.
     """
     N = len(group_id)
     use = (group_id >= 0) & (last_ns >= 0)
@@ -746,9 +747,6 @@ def _block_identity(
     everyone = bool(use.all())
     if everyone:  # the common case: views, no masked copies
         use = slice(None)
-    block_row, day_ns, sha = blocks
-    # blocks never straddle two sets: set g's blocks are a range of them
-    set_block = np.searchsorted(block_row, set_bounds).tolist()
     # one int64 key per (set, first day, last day), days counted from the first of them: the
     # keys span a small range, which distinct() codes without hashing
     first_d, last_d = first_day[use] // _DAY_NS, last_ns[use] // _DAY_NS
@@ -759,6 +757,9 @@ def _block_identity(
     g_of, days_of = np.divmod(key[first], span * span)
     first_of, last_of = np.divmod(days_of, span)
     a_of, b_of = (first_of + base) * _DAY_NS, (last_of + base) * _DAY_NS
+    block_row, day_ns, sha = hashing.blocks()
+    # blocks never straddle two sets: set g's blocks are a range of them
+    set_block = np.searchsorted(block_row, set_bounds).tolist()
     joined = filled(len(first), "")
     for g in np.unique(g_of).tolist():  # per candle set: its blocks, found by day for all keys
         b0, b1 = set_block[g], set_block[g + 1]
