@@ -31,6 +31,14 @@ def filled(n: int, value) -> np.ndarray:
     return out
 
 
+def take_text(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``values[codes]`` for an object array of a few distinct values: references to the one
+    value when every code picks the same (`filled`, about twice as fast as the gather)."""
+    if len(values) == 1 or (len(codes) and len(set(values.tolist())) == 1):
+        return filled(len(codes), values[0])
+    return values[codes]
+
+
 def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """pd.factorize (missing values get -1), done on one integer per row for short arrow text
     (`short_text_factorize`), else on runs of equal neighbours when they are few

@@ -28,7 +28,7 @@ import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
 from autopsy_assets.domain import heap, instruments, replay, settle
-from autopsy_assets.domain.arrays import distinct, filled, utc_index
+from autopsy_assets.domain.arrays import distinct, filled, take_text, utc_index
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 from autopsy_assets.domain.walk import BlockTables, walk_sides
@@ -281,7 +281,7 @@ class InsightRows:
             if col not in codes:
                 return rep(col).astype(object, copy=False)
             by_row, uniques = coded(col)
-            return filled(len(by_row), uniques[0]) if len(uniques) == 1 else uniques[by_row]
+            return take_text(uniques, by_row)
 
         def ids():  # the insight ids as validation left them: arrow-backed ids stay arrow
             column = insights["insight_id"]
@@ -292,11 +292,11 @@ class InsightRows:
             return column.array.take(np.repeat(np.arange(n_ins), n_h))
 
         self.sym_codes, self.sym_uniq = sym_codes, sym_uniq = coded("symbol")
-        self.symbol = sym_uniq[sym_codes]
+        self.symbol = take_text(sym_uniq, sym_codes)
         side_codes, side_uniq = coded("side")
         self.side_long = side_long = (side_uniq == "long")[side_codes]
         horizon_coded = (np.tile(np.arange(n_h), n_ins), np.asarray(horizons, dtype=object))
-        self.horizon = horizon_coded[1][horizon_coded[0]]
+        self.horizon = take_text(horizon_coded[1], horizon_coded[0])
         self.created = created = np.repeat(
             insights["created_at"].to_numpy(dtype="datetime64[ns]").view("int64"), n_h
         )
@@ -307,7 +307,7 @@ class InsightRows:
         self.fill_price = rep("fill_price").astype(float)
         self.pip = pip = instruments.pip_sizes(sym_uniq, instruments_path)[sym_codes]
         self.tf_codes, self.tf_uniq = tf_codes, tf_uniq = coded("timeframe")
-        self.ins_tf = tf_uniq[tf_codes]
+        self.ins_tf = take_text(tf_uniq, tf_codes)
         # the insight's bar length (0 when it has none): holes are measured in its bars
         bar_minutes = np.array([TIMEFRAMES.get(t, 0) for t in tf_uniq], dtype=np.int64)
         self.ins_bar_ns = bar_minutes[tf_codes] * _MIN_NS
@@ -431,7 +431,12 @@ def _label(prepared: InsightRows, now, book, hashes):
     set_now = set_latest if now_ns is None else np.full(len(sets), now_ns, dtype=np.int64)
     set_until = np.minimum(set_now, set_latest)
     # the timeframe each row walks ('' without candles: group -1 picks the last entry)
-    walked_tf = np.array([cs.timeframe for cs in sets] + [""], dtype=object)[group_id]
+    set_tf = np.array([cs.timeframe for cs in sets] + [""], dtype=object)
+    walked_tf = (
+        take_text(set_tf[:-1], group_id)
+        if len(sets) and len(group_id) and group_id.min() >= 0
+        else set_tf[group_id]
+    )
 
     # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
     # The sets lie end to end in the candle arrays, so a row's window is a range of global bar

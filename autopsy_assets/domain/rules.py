@@ -223,7 +223,8 @@ def resolve_coded(
     for f in SCOPE_FIELDS:
         codes_f, uniq_f = scope[f]
         tables[f] = (codes_f, np.asarray(uniq_f, dtype=object))
-        key = key * (len(uniq_f) + 1) + codes_f
+        if len(uniq_f) > 1:  # (one value: the same for every row, nothing to tell apart)
+            key = key * (len(uniq_f) + 1) + codes_f
     codes, first = distinct(key)
     fields = {f: tables[f][1][tables[f][0][first]] for f in SCOPE_FIELDS}
     winner = np.full(len(first), -1, dtype=np.int64)

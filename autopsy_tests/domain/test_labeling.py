@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autopsy_assets.api import InputError, label_outcomes
 from autopsy_assets.domain import instruments
@@ -309,6 +311,42 @@ def test_most_specific_then_priority_then_lowest_id_wins():
         np.array(["4H", "4H", "4H", "4H"]),
     )
     assert rules["rule_id"].to_numpy()[win].tolist() == [4, 3, 5, 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({
+            "strategy": st.sampled_from(["", "A"]), "symbol": st.sampled_from(["", "EURUSD"]),
+            "timeframe": st.sampled_from(["", "1h", "5m"]), "horizon": st.sampled_from(["", "4H"]),
+            "priority": st.integers(-2, 2), "is_active": st.booleans(),
+        }),
+        min_size=1, max_size=8,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["", "A", "B"]), st.sampled_from(["EURUSD", "GBPUSD"]),
+                  st.sampled_from(["1h", "5m"]), st.sampled_from(["4H", "7D"])),
+        min_size=1, max_size=20,
+    ),
+)
+def test_rule_resolution_equals_a_rule_by_rule_search(scopes, rows):
+    # the most specific active rule wins, then the highest priority, then the lowest id;
+    # columns of one value (a single horizon, say) are resolved like any other
+    rules = normalise_rules(
+        [{"rule_id": k + 1, "success_rr_ratio": 2, **sc} for k, sc in enumerate(scopes)]
+    )
+    fields = ("strategy", "symbol", "timeframe", "horizon")
+    want = []
+    for row in rows:
+        fits = [
+            (sum(sc[f] != "" for f in fields), sc["priority"], -(k + 1), k)
+            for k, sc in enumerate(scopes)
+            if sc["is_active"] and all(sc[f] in ("", v) for f, v in zip(fields, row))
+        ]
+        want.append(max(fits)[3] + 1 if fits else -1)
+    got = resolve(rules, *(np.array([row[i] for row in rows]) for i in range(4)))
+    ids = rules["rule_id"].to_numpy()
+    assert [int(ids[g]) if g >= 0 else -1 for g in got] == want
 
 
 def test_packaged_rules_have_a_catch_all_and_per_symbol_stops():

@@ -18,6 +18,7 @@ from autopsy_assets.domain.arrays import (
     factorize,
     filled,
     short_text_factorize,
+    take_text,
     text_runs,
 )
 from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
@@ -185,6 +186,16 @@ def test_filled_shares_one_object():
     a = filled(5, "pending")
     assert a.dtype == object and a.tolist() == ["pending"] * 5
     assert all(x is a[0] for x in a)
+
+
+def test_take_text_gathers_and_fills_one_value():
+    codes = np.array([1, 0, 1, 2])
+    many = take_text(np.array(["a", "b", "c"], dtype=object), codes)
+    assert many.tolist() == ["b", "a", "b", "c"]
+    one = take_text(np.array(["m1", "m1", "m1"], dtype=object), codes)
+    assert one.tolist() == ["m1"] * 4 and all(x is one[0] for x in one)
+    one[0] = "edited"  # (an array of its own)
+    assert take_text(np.array(["m1"], dtype=object), codes[:2]).tolist() == ["m1", "m1"]
 
 
 # --- one pass over many candle sets ------------------------------------------------------------
