@@ -68,19 +68,13 @@ def short_text_factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | N
     table = np.empty(_SHORT_TEXT_VALUES, dtype=np.int64)
     found, at = 0, 0
     for chunk in series.array.__arrow_array__().chunks:
-        large = pa.types.is_large_string(chunk.type)
-        if chunk.null_count or not (pa.types.is_string(chunk.type) or large):
-            return None
         n = len(chunk)
-        if n == 0:
+        if n == 0:  # (pd.concat with an empty frame leaves an empty chunk)
             continue
-        _, offsets_buf, data_buf = chunk.buffers()
-        offsets = np.frombuffer(
-            offsets_buf, dtype=np.int64 if large else np.int32, count=n + 1,
-            offset=chunk.offset * (8 if large else 4),
-        )
-        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else _NO_BYTES
-        found = _short_text_codes(offsets, data, codes[at : at + n], table, found)
+        buffers = _string_buffers(chunk)
+        if chunk.null_count or buffers is None:
+            return None
+        found = _short_text_codes(*buffers, codes[at : at + n], table, found)
         if found < 0:  # a longer value, or more distinct values than the table holds
             return None
         at += n
@@ -92,6 +86,21 @@ def short_text_factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | N
 
 _SHORT_TEXT_VALUES = 16
 _NO_BYTES = np.zeros(0, dtype=np.uint8)
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offsets, data bytes) of a non-empty arrow string or large_string array, as views of its
+    buffers (the offsets index the data from its start); None for other types."""
+    large = pa.types.is_large_string(arr.type)
+    if not (large or pa.types.is_string(arr.type)):
+        return None
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(
+        offsets_buf, dtype=np.int64 if large else np.int32, count=len(arr) + 1,
+        offset=arr.offset * (8 if large else 4),
+    )
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else _NO_BYTES
+    return offsets, data
 
 
 @numba.njit(cache=True, nogil=True)
@@ -196,22 +205,18 @@ def _fixed_width_run_starts(arr: pa.Array, limit: int) -> np.ndarray | None:
     byte length, from the raw buffers: row i starts a run where its bytes differ from row
     i - 1's, so one comparison of the data against itself shifted by one value finds every
     run; None for values of several lengths or past ``limit`` runs."""
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+    buffers = _string_buffers(arr)
+    if buffers is None:
         return None
+    offsets, data = buffers
     n = len(arr)
-    _, offsets_buf, data_buf = arr.buffers()
-    large = pa.types.is_large_string(arr.type)
-    offsets = np.frombuffer(
-        offsets_buf, dtype=np.int64 if large else np.int32, count=n + 1,
-        offset=arr.offset * (8 if large else 4),
-    )
     first, last = int(offsets[0]), int(offsets[-1])
     width = (last - first) // n
     if width * n != last - first or (np.diff(offsets) != width).any():
         return None
     if width == 0:
         return np.zeros(1, dtype=np.int64)
-    data = np.frombuffer(data_buf, dtype=np.uint8, count=last - first, offset=first)
+    data = data[first:last]
     differs = np.flatnonzero(data[width:] != data[:-width])
     if len(differs) >= limit * width:  # a changed row differs in at most `width` bytes
         return None

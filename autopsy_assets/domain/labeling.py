@@ -320,7 +320,7 @@ class InsightRows:
             "horizon": horizon_coded,
         }
         rule_records = rules_as_records(rules)  # (the snapshots below read them too)
-        self.rule_idx = rule_idx = resolve_coded(rules, scope, rule_records)
+        rule_idx = resolve_coded(rules, scope, rule_records)
         self.unruled = bool((rule_idx < 0).any())
         self.stop, self.target, self.band, self.adverse_limit = levels = tuple(
             np.empty(N) for _ in range(4)
@@ -431,12 +431,8 @@ def _label(prepared: InsightRows, now, book, hashes):
     set_now = set_latest if now_ns is None else np.full(len(sets), now_ns, dtype=np.int64)
     set_until = np.minimum(set_now, set_latest)
     # the timeframe each row walks ('' without candles: group -1 picks the last entry)
-    set_tf = np.array([cs.timeframe for cs in sets] + [""], dtype=object)
-    walked_tf = (
-        take_text(set_tf[:-1], group_id)
-        if len(sets) and len(group_id) and group_id.min() >= 0
-        else set_tf[group_id]
-    )
+    no_set = [""] if len(group_id) and group_id.min() < 0 else []
+    walked_tf = take_text(np.array([cs.timeframe for cs in sets] + no_set, dtype=object), group_id)
 
     # --- every row at once: windows, first touches, exits, holes, outcomes -------------------
     # The sets lie end to end in the candle arrays, so a row's window is a range of global bar
