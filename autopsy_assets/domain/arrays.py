@@ -74,7 +74,8 @@ def short_text_factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | N
         buffers = _string_buffers(chunk)
         if chunk.null_count or buffers is None:
             return None
-        found = _short_text_codes(*buffers, codes[at : at + n], table, found)
+        offsets, data = buffers
+        found = _short_text_codes(offsets, _words(data), codes[at : at + n], table, found)
         if found < 0:  # a longer value, or more distinct values than the table holds
             return None
         at += n
@@ -104,17 +105,15 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _short_text_codes(offsets, data, codes, table, found):  # pragma: no cover - compiled
+def _short_text_codes(offsets, words, codes, table, found):  # pragma: no cover - compiled
     """codes[i] = the position in ``table`` of value i's key (its length, then its bytes,
-    packed from the low byte up), appended when new; returns how many keys the table holds,
-    or -1 for a value longer than 7 bytes or a key that does not fit."""
+    packed from the low byte up: one read of `_word_at`), appended when new; returns how many
+    keys the table holds, or -1 for a value longer than 7 bytes or a key that does not fit."""
     for i in range(len(codes)):
         start, end = offsets[i], offsets[i + 1]
         if end - start > 7:
             return -1
-        key = np.int64(end - start)
-        for j in range(start, end):
-            key |= np.int64(data[j]) << np.int64(8 * (j - start + 1))
+        key = np.int64((_word_at(words, start, end) << np.uint64(8)) | np.uint64(end - start))
         code = -1
         for k in range(found):
             if table[k] == key:
@@ -128,6 +127,25 @@ def _short_text_codes(offsets, data, codes, table, found):  # pragma: no cover -
             found += 1
         codes[i] = code
     return found
+
+
+def _words(data: np.ndarray) -> np.ndarray:
+    """Text bytes as little-endian words, padded by a zero word, for `_word_at`."""
+    words = np.zeros(len(data) // 8 + 2, dtype=np.uint64)
+    words.view(np.uint8)[: len(data)] = data
+    return words
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word_at(words, j, end):  # pragma: no cover - compiled
+    """The up to 8 bytes data[j:end] of `_words` (data) as one little-endian word (zero above
+    them), from two aligned words without a branch (shifting by 1 then by 63 - r never shifts
+    by 64, which is undefined)."""
+    q, r = j >> 3, np.uint64((j & 7) * 8)
+    w = (words[q] >> r) | ((words[q + 1] << np.uint64(1)) << (np.uint64(63) - r))
+    if end - j < 8:
+        w &= (np.uint64(1) << np.uint64(8 * (end - j))) - np.uint64(1)
+    return w
 
 
 def text_runs(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
@@ -263,3 +281,74 @@ def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes, _ = pd.factorize(values)
     seen_max = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
     return codes, np.flatnonzero(codes > seen_max)
+
+
+def text_all_distinct(arr: pa.Array) -> tuple[bool, np.ndarray] | None:
+    """(whether no two values are equal, which values are empty) of a null-free arrow string
+    array, in one compiled pass over its buffers: each value is hashed 8 bytes at a time into
+    an open-addressing table, and only values with equal hashes are compared byte by byte
+    (several times faster than pyarrow's unique, which builds the distinct values). None for
+    other arrays, and for hashes that collide so often that the pass would degrade to comparing
+    most pairs (the caller then falls back to pyarrow)."""
+    fits = 0 < len(arr) < 2**32 - 1  # (a slot keeps the row + 1 in 32 bits)
+    buffers = _string_buffers(arr) if fits and not arr.null_count else None
+    if buffers is None:
+        return None
+    offsets, data = buffers
+    empty = np.empty(len(arr), dtype=np.bool_)
+    verdict = _text_all_distinct(offsets, _words(data), empty)
+    return None if verdict < 0 else (bool(verdict), empty)
+
+
+@numba.njit(cache=True, nogil=True)
+def _text_all_distinct(offsets, words, empty):  # pragma: no cover - compiled
+    """1 when the values (bytes offsets[i]:offsets[i + 1] of ``words``) are all different, 0
+    at the first repeat, -1 when the probes exceed 16 per value (pathological hashes); fills
+    ``empty``. A value's hash folds its words in FNV-style, then its length, then murmur3's
+    finaliser (so that the low bits, which pick the slot, depend on every byte); a slot keeps
+    the hash's high 32 bits and the row + 1 (0: free). All hashes first, then the table: two
+    simple loops run faster than one that does both."""
+    n = len(offsets) - 1
+    hashes = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        a, b = offsets[i], offsets[i + 1]
+        empty[i] = a == b
+        h = np.uint64(14695981039346656037)
+        j = a
+        while j < b:  # (a while loop: numba's stepped range costs 3x here)
+            h = (h ^ _word_at(words, j, b)) * np.uint64(1099511628211)
+            j += 8
+        h ^= np.uint64(b - a)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        hashes[i] = h ^ (h >> np.uint64(33))
+    size = 1
+    while size < 2 * n:  # at most half full: short probe sequences
+        size *= 2
+    mask = np.uint64(size - 1)
+    slots = np.zeros(size, dtype=np.uint64)
+    probes, budget = 0, 16 * n + 1024
+    for i in range(n):
+        h = hashes[i]
+        tag, s = h >> np.uint64(32), h & mask
+        while True:
+            slot = slots[s]
+            if slot == 0:
+                slots[s] = (tag << np.uint64(32)) | np.uint64(i + 1)
+                break
+            if slot >> np.uint64(32) == tag:  # the same hash: compare the bytes
+                r = np.int64(slot & np.uint64(0xFFFFFFFF)) - 1
+                a, b, c, d = offsets[i], offsets[i + 1], offsets[r], offsets[r + 1]
+                same, k = d - c == b - a, 0
+                while same and k < b - a:
+                    same = _word_at(words, c + k, d) == _word_at(words, a + k, b)
+                    k += 8
+                if same:
+                    return 0
+            probes += 1
+            if probes > budget:
+                return -1
+            s = (s + np.uint64(1)) & mask
+    return 1

@@ -21,6 +21,7 @@ from autopsy_assets.domain.arrays import (
     change_starts,
     factorize,
     filled,
+    text_all_distinct,
     text_runs,
     utc_index,
 )
@@ -435,14 +436,18 @@ def _unique_text_ids(ids: pd.Series) -> tuple[np.ndarray | pd.api.extensions.Ext
     """(ids, which are empty) when the ids are text, none missing and none repeated; None
     otherwise (the caller factorizes them and names the repeats).
 
-    Arrow-backed ids are checked by pyarrow, outside the GIL, and returned as they are: no
-    Python string is made per id. Other text is hashed once per id (~2x faster than
-    factorizing it) and returned as an object array.
+    Arrow-backed ids are checked on their buffers (arrays.text_all_distinct, outside the GIL)
+    and returned as they are: no Python string is made per id. Other text is hashed once per
+    id (~2x faster than factorizing it) and returned as an object array.
     """
     if not isinstance(ids.dtype, pd.StringDtype) or ids.hasnans:
         return None
     arrow = _arrow_array(ids)
     if arrow is not None:
+        checked = text_all_distinct(arrow)
+        if checked is not None:
+            distinct, empty = checked
+            return (ids.array, empty) if distinct else None
         if len(pc.unique(arrow)) != len(arrow):
             return None
         return ids.array, pc.equal(arrow, "").to_numpy(zero_copy_only=False)
@@ -527,6 +532,19 @@ def _insight_number_problems(entry, sl, tp, ai, conf, is_long, is_short):  # pra
 
 # the price checks of a candle, in the order their reasons are given (first failing wins)
 _NAN_PRICE, _NOT_POSITIVE, _HIGH_BELOW_LOW, _OUTSIDE_RANGE, _NEGATIVE_SPREAD = range(1, 6)
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_price_problem(o, h, lo, c, spread):  # pragma: no cover - compiled
+    """Whether some candle fails a check of `_price_problems`: one test per candle without a
+    branch, which the compiler vectorises (~5x faster than finding each candle's first failing
+    check, which only a batch with a bad candle needs). low > 0 with open, high and close
+    inside [low, high] makes every price positive; a NaN fails every comparison."""
+    bad = False
+    for i in range(len(o)):
+        ok = (lo[i] > 0) & (h[i] >= lo[i]) & (o[i] <= h[i]) & (o[i] >= lo[i])
+        bad |= not (ok & (c[i] <= h[i]) & (c[i] >= lo[i]) & (spread[i] >= 0))
+    return bad
 
 
 @numba.njit(cache=True, nogil=True)
@@ -728,9 +746,9 @@ def validate_candle_runs(
     spread = _numeric(df["spread"])[0] if "spread" in df else np.zeros(n)
     if np.isnan(spread).any():
         spread = np.nan_to_num(spread, nan=0.0)  # unknown spread: bid only
-    problems = _price_problems(*(np.ascontiguousarray(a) for a in (o, h, lo, c, spread)))
+    prices = tuple(np.ascontiguousarray(a) for a in (o, h, lo, c, spread))
     r.add_codes(
-        problems,
+        _price_problems(*prices) if _any_price_problem(*prices) else np.zeros(0, np.int8),
         {
             _NAN_PRICE: lambda i: "a price (open/high/low/close) is missing or not a number",
             _NOT_POSITIVE: lambda i: "prices must be positive",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from autopsy_assets.domain.arrays import (
     filled,
     short_text_factorize,
     take_text,
+    text_all_distinct,
     text_runs,
 )
 from autopsy_assets.domain.walk import COARSE, FINE, BlockTables
@@ -125,6 +127,25 @@ def test_short_text_factorize_equals_pandas(values, seed, with_missing, chunks):
     codes, uniques = factorize(series)
     assert np.array_equal(codes, want_codes)
     assert list(np.asarray(uniques, dtype=object)) == list(np.asarray(want_uniques, dtype=object))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(max_size=20), min_size=1, max_size=60),
+    st.sampled_from(["string", "large_string"]),
+    st.integers(0, 3),
+)
+@example(["abcdefgh", "abcdefghi", "abcdefgh\x00"], "string", 0)  # a word's worth, then more
+@example(["", "x", ""], "large_string", 0)  # two empty values are a repeat
+@example(["same-prefix-1", "same-prefix-2", "same-prefix-1"], "string", 1)
+def test_text_all_distinct_equals_a_set(values, kind, skip):
+    # values are hashed a word at a time from any byte offset (a sliced array starts mid-buffer)
+    # and compared byte by byte on equal hashes: the verdict is the set's, whatever the lengths
+    arr = pa.array(["padding"] * skip + values, type=getattr(pa, kind)()).slice(skip)
+    distinct_, empty = text_all_distinct(arr)
+    assert distinct_ == (len(set(values)) == len(values))
+    assert empty.tolist() == [v == "" for v in values]
+    assert text_all_distinct(pa.array(values + [None], type=pa.string())) is None
 
 
 @settings(max_examples=200, deadline=None)
