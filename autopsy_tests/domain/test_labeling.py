@@ -522,6 +522,28 @@ def test_block_hashes_equal_the_hash_of_the_stored_payloads():
     np.testing.assert_array_equal(back["close"].to_numpy(), first["close"].to_numpy())
 
 
+def test_block_hashing_in_pieces_by_openssl_and_by_hashlib_equals_the_payload_hashes(monkeypatch):
+    # the blocks are hashed in pieces that two threads share, by OpenSSL's sha256 called from
+    # compiled code (no GIL) where it is reachable, else by hashlib: every way gives the hashes
+    # of the stored payloads, block for block
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autopsy_assets.data import generate_market
+    from autopsy_assets.domain import replay
+
+    c = generate_market(symbols=("EURUSD", "USDJPY", "BTCUSD"), weeks=2)
+    want = replay.split_blocks(c)["sha256"].tolist()
+    assert replay._SHA256_FUNCTIONS is not None  # (this machine's Python links OpenSSL 3)
+    monkeypatch.setattr(replay.BlockHashing, "PIECE_BYTES", 40_000)  # ~ a block per piece
+    for functions in (replay._SHA256_FUNCTIONS, None):
+        monkeypatch.setattr(replay, "_SHA256_FUNCTIONS", functions)
+        hashing = replay.BlockHashing(c)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(hashing.work)
+            got = hashing.result()["sha256"].tolist()
+        assert got == want and len(set(got)) == len(want) == 2 * 10 + 14  # (FX: weekdays)
+
+
 def test_audits_satisfy_the_pandera_contract_and_a_broken_frame_does_not():
     import pandera.errors
     from autopsy_assets.domain.schemas import audits_schema
