@@ -124,9 +124,9 @@ def main() -> None:
 
     # where the time goes: per-call costs on the candles (validation, layout, hashing every
     # block) do not shrink with fewer insights; the engine's share grows with them. In
-    # label_outcomes the candles are validated and laid out in a worker while the main thread
-    # checks the insights and prepares their rows, and block hashing runs in a worker beside
-    # the rest (the caller takes the pieces left when it needs them); here each is alone.
+    # label_outcomes the checks, the layout and the rows run one after the other, and block
+    # hashing runs in a worker beside them (the caller takes the pieces left when it needs
+    # them); here each is alone.
     from autopsy_assets.domain import labeling, validation
     from autopsy_assets.domain.replay import block_hashes
 
@@ -149,7 +149,7 @@ def main() -> None:
         lambda: labeling.label(clean_ins, clean_c, ("7D",), rules, book=book, rows=rows)
     )
     print(f"  breakdown (best of {args.repeat}): validate insights {t_vi * 1e3:.0f} ms and "
-          f"prepare their rows {t_ir * 1e3:.0f} ms; beside them, validate candles "
+          f"prepare their rows {t_ir * 1e3:.0f} ms, validate candles "
           f"{t_vc * 1e3:.0f} ms and lay them out for the engine {t_bk * 1e3:.0f} ms; engine "
           f"{t_lb * 1e3:.0f} ms (sha256 of every candle block, in a worker beside "
           f"the rest: {t_bh * 1e3:.0f} ms)")

@@ -28,7 +28,7 @@ import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
 from autopsy_assets.domain import heap, instruments, replay, settle
-from autopsy_assets.domain.arrays import distinct, filled, take_text, utc_index
+from autopsy_assets.domain.arrays import distinct, filled, take_text, utc_index, values_at
 from autopsy_assets.domain.rules import resolve_coded, rule_snapshot, rules_as_records
 from autopsy_assets.domain.schemas import AUDIT_COLUMNS, HORIZONS, TIMEFRAMES
 from autopsy_assets.domain.walk import BlockTables, walk_sides
@@ -116,8 +116,8 @@ class CandleBook:
     """Clean candles as the engine reads them: the columns as arrays and the candle sets of
     each (symbol, timeframe), with their block tables, closures and gaps.
 
-    It depends on the candles alone, so api.label_outcomes has the worker that validated the
-    candles build it while the main thread checks the insights.
+    It depends on the candles alone; building it can start the block hashing (``hash_now``),
+    which then runs in a worker while api.label_outcomes prepares the insights' rows.
     """
 
     def __init__(
@@ -146,8 +146,8 @@ class CandleBook:
             for col in ("open", "high", "low", "close", "spread"):
                 whole[col] = candles[col].to_numpy(dtype=float)
             # the symbol and timeframe of each run (read at its first row; may be categorical)
-            run_sym = candles["symbol"].take(self.runs).to_numpy(dtype=object)
-            run_tf = candles["timeframe"].take(self.runs).to_numpy(dtype=object)
+            run_sym = values_at(candles["symbol"], self.runs)
+            run_tf = values_at(candles["timeframe"], self.runs)
             # block tables over all sets end to end: a block that straddles two sets never lies
             # inside one row's window, so it is never skipped wrongly
             bid = BlockTables(whole["low"], whole["high"])
@@ -176,7 +176,7 @@ class CandleBook:
 
     def start_hashing(self) -> replay.BlockHashing:
         """The sha256 of every candle block (the audits' identity), computed in a worker
-        beside the rest of the call (hashlib releases the GIL); `result` gives them."""
+        beside the rest of the call (without the GIL); `result` gives them."""
         hashing = replay.BlockHashing(self.candles, self.runs)
         worker_pool().submit(hashing.work)
         return hashing
@@ -223,10 +223,9 @@ _PIECE = 2048
 
 def worker_pool() -> ThreadPoolExecutor:
     """Two worker threads for the parts of a labeling call that run beside the main thread
-    (candle validation and layout, block hashing, part of the compiled settling), made once
-    per process (a forked child cannot use its parent's). Their tasks never wait on each
-    other. Only hashing and settling release the GIL for long; candle validation shares it
-    with the insight checks (see api.label_outcomes)."""
+    (block hashing and part of the compiled settling: both hold no GIL), made once per process
+    (a forked child cannot use its parent's). Their tasks never wait on each other. The checks
+    and the pandas glue stay on the calling thread (see api.label_outcomes)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         heap.keep_freed_memory()  # a labeling process: keep the arrays' pages between calls
@@ -239,8 +238,8 @@ class InsightRows:
     does not depend on the candles (the rows' times, sides and scope codes, the levels of the
     winning rules, and the audit columns the walk does not change).
 
-    api.label_outcomes builds them on the main thread while a worker is still checking and
-    laying out the candles. A missing rule is reported by `label`, after the candles' errors.
+    api.label_outcomes builds them while a worker hashes the candle blocks. A missing rule is
+    reported by `label`, after the candles' errors.
     """
 
     def __init__(

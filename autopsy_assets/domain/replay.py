@@ -20,7 +20,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-from autopsy_assets.domain.arrays import utc_index
+from autopsy_assets.domain.arrays import utc_index, values_at
 
 BLOCK_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "spread")
 _PRICE_COLUMNS = BLOCK_COLUMNS[1:]
@@ -92,8 +92,8 @@ def _block_bounds(candles: pd.DataFrame, run_starts: np.ndarray | None = None):
     starts, days = _day_blocks(ts_ns, np.sort(np.asarray(run_starts, dtype=np.int64)))
     ends = np.append(starts[1:], len(candles))
     # read at each block's first row only (a full object copy of 265,000 rows costs ~3 ms)
-    sym = candles["symbol"].take(starts).to_numpy(dtype=object)
-    tf = candles["timeframe"].take(starts).to_numpy(dtype=object)
+    sym = values_at(candles["symbol"], starts)
+    tf = values_at(candles["timeframe"], starts)
     return ts_ns, starts, ends, sym, tf, days
 
 
