@@ -93,7 +93,11 @@ def currencies(symbol: str, path: str | None = None) -> tuple[str, ...]:
 
 
 def _per_symbol(symbols, values: dict, default) -> np.ndarray:
-    """Look ``values`` up per element of ``symbols``, once per distinct symbol (vectorised)."""
+    """Look ``values`` up per element of ``symbols``, once per distinct symbol (vectorised);
+    a few symbols (a table of distinct ones) are looked up one by one, without pandas."""
+    if len(symbols) <= 64:
+        found = [default if pd.isna(s) else values.get(str(s).upper(), default) for s in symbols]
+        return np.array(found + [default])[:-1]  # (the default joins the dtype, as below)
     codes, uniques = pd.factorize(pd.Series(symbols, dtype=object), use_na_sentinel=True)
     table = np.array([values.get(str(u).upper(), default) for u in uniques] + [default])
     return table[np.where(codes < 0, len(uniques), codes)]

@@ -538,15 +538,18 @@ def _label(prepared: InsightRows, now, book, hashes):
         late = no_data & (now_ns >= win_end)
         outcome_code[late] = settle.NEEDS_REVIEW
         review_reason[late] = "empty_window: no candles for this symbol"
-    outcome, exit_reason = _OUTCOMES[outcome_code], _EXIT_REASONS[reason_code]
-
-    # metrics
+    # metrics: compiled and without the GIL, so a large batch has them computed by a worker
+    # while the text columns are built here
     pnl_pct, max_dd, max_fav, duration, rr_actual, slippage = (np.empty(N) for _ in range(6))
-    settle.metrics(
+    metrics_args = (
         side_long, entry, stop, prepared.fill_price, pip, created, exit_price,
         exit_time, low_price, high_price,
         pnl_pct, max_dd, max_fav, duration, rr_actual, slippage,
     )  # fmt: skip
+    metrics = worker_pool().submit(settle.metrics, *metrics_args) if N >= 2 * _PIECE else None
+    if metrics is None:
+        settle.metrics(*metrics_args)
+    outcome, exit_reason = _OUTCOMES[outcome_code], _EXIT_REASONS[reason_code]
 
     replay_outcome = outcome  # (the audit's outcome differs only for filtered insights)
     if filtered.any():
@@ -608,6 +611,8 @@ def _label(prepared: InsightRows, now, book, hashes):
     computed.update(
         candles_hash=candles_hash_col, candle_blocks=blocks_col, snapshot_hash=snap_hash
     )
+    if metrics is not None:
+        metrics.result()
     out = _frame({c: known[c] if c in known else computed[c] for c in AUDIT_COLUMNS})
     assert list(out.columns) == list(AUDIT_COLUMNS)
     return out
