@@ -261,14 +261,14 @@ class BlockHashing:
         candles = self._candles
         ts_ns, starts, ends, sym, tf, days = _block_bounds(candles, self._run_starts)
         # the columns in block byte order, each contiguous little-endian 8-byte values
-        self._columns = [np.ascontiguousarray(ts_ns, dtype="<i8")]
-        self._columns += _columns(candles, len(candles))
-        self._addresses = np.array([c.ctypes.data for c in self._columns], dtype=np.int64)
+        self._arrays = [np.ascontiguousarray(ts_ns, dtype="<i8")]
+        self._arrays += _columns(candles, len(candles))
+        self._addresses = np.array([c.ctypes.data for c in self._arrays], dtype=np.int64)
         self._starts, self._ends = starts, ends
         self._digests = np.zeros((len(starts), 32), dtype=np.uint8)
         self._blocks = (sym, tf, days)
         # consecutive blocks of about PIECE_BYTES of candles each
-        row_bytes = 8 * len(self._columns)
+        row_bytes = 8 * len(self._arrays)
         edge = np.searchsorted(
             starts, np.arange(0, len(candles), max(1, self.PIECE_BYTES // row_bytes))
         ).tolist()
@@ -286,7 +286,7 @@ class BlockHashing:
             if failed >= 0:
                 raise RuntimeError(f"OpenSSL's sha256 failed on candle block {i + failed}")
             return
-        views = [memoryview(c).cast("B") for c in self._columns]
+        views = [memoryview(c).cast("B") for c in self._arrays]
         for k in range(i, j):
             a, b = 8 * int(self._starts[k]), 8 * int(self._ends[k])
             h = sha256()
