@@ -163,9 +163,10 @@ def split_blocks(candles: pd.DataFrame) -> pd.DataFrame:
 # blocks. Where they cannot be found, hashlib does the work as before.
 
 
-def _openssl_sha256() -> tuple[int, int, int] | None:
+def _openssl_sha256() -> np.ndarray | None:
     """The addresses of SHA256_Init, SHA256_Update and SHA256_Final in the libcrypto that
-    hashlib uses; None where they are not exported (then hashlib hashes)."""
+    hashlib uses, as int64 (what the compiled loop takes); None where they are not exported
+    (then hashlib hashes)."""
     if ctypes.sizeof(ctypes.c_void_p) != 8:  # (the compiled calls pass 64-bit addresses)
         return None
     try:
@@ -173,7 +174,8 @@ def _openssl_sha256() -> tuple[int, int, int] | None:
 
         lib = ctypes.CDLL(_hashlib.__file__)  # (its symbols and those of what it links to)
         names = ("SHA256_Init", "SHA256_Update", "SHA256_Final")
-        return tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in names)
+        addresses = [ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in names]
+        return np.array(addresses, dtype=np.int64)
     except (ImportError, OSError, AttributeError):
         return None
 
@@ -280,7 +282,7 @@ class BlockHashing:
         """The digests of blocks i..j-1."""
         if _SHA256_FUNCTIONS is not None:
             failed = _sha256_blocks(
-                np.array(_SHA256_FUNCTIONS, dtype=np.int64), self._addresses,
+                _SHA256_FUNCTIONS, self._addresses,
                 self._starts[i:j], self._ends[i:j], self._digests[i:j],
             )  # fmt: skip
             if failed >= 0:

@@ -747,18 +747,19 @@ def validate_candle_runs(
     if np.isnan(spread).any():
         spread = np.nan_to_num(spread, nan=0.0)  # unknown spread: bid only
     prices = tuple(np.ascontiguousarray(a) for a in (o, h, lo, c, spread))
-    r.add_codes(
-        _price_problems(*prices) if _any_price_problem(*prices) else np.zeros(0, np.int8),
-        {
-            _NAN_PRICE: lambda i: "a price (open/high/low/close) is missing or not a number",
-            _NOT_POSITIVE: lambda i: "prices must be positive",
-            _HIGH_BELOW_LOW: lambda i: f"high {h[i]} is below low {lo[i]}",
-            _OUTSIDE_RANGE: lambda i: (
-                f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]"
-            ),
-            _NEGATIVE_SPREAD: lambda i: f"spread {spread[i]} is negative",
-        },
-    )
+    if _any_price_problem(*prices):  # (a clean batch: one vectorised test, no codes)
+        r.add_codes(
+            _price_problems(*prices),
+            {
+                _NAN_PRICE: lambda i: "a price (open/high/low/close) is missing or not a number",
+                _NOT_POSITIVE: lambda i: "prices must be positive",
+                _HIGH_BELOW_LOW: lambda i: f"high {h[i]} is below low {lo[i]}",
+                _OUTSIDE_RANGE: lambda i: (
+                    f"open {o[i]} / close {c[i]} outside the bar's range [{lo[i]}, {h[i]}]"
+                ),
+                _NEGATIVE_SPREAD: lambda i: f"spread {spread[i]} is negative",
+            },
+        )
     if "timeframe" in df:
         tf_codes, tf_table = _factor_text(runs.values("timeframe"), lower=True)
     else:
